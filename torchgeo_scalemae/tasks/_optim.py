@@ -1,0 +1,145 @@
+# Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
+
+"""Optimiser helpers of the pretraining task: parameter groups and the LR schedule.
+
+Private module; the public surface is
+:class:`torchgeo_scalemae.tasks.ScaleMAEPretraining`.
+"""
+
+import math
+from collections.abc import Iterable
+
+from torch import nn
+
+#: Parameter-name suffixes treated as learned tokens (no weight decay by default).
+TOKEN_NAMES: tuple[str, ...] = (
+    'cls_token',
+    'mask_token',
+    'dist_token',
+    'reg_token',
+    'pos_embed',
+)
+
+
+def is_token(name: str) -> bool:
+    """Return whether a parameter name denotes a learned token or embedding table.
+
+    Args:
+        name: Dotted parameter name, e.g. ``encoder.cls_token``.
+
+    Returns:
+        True if the last component is one of :data:`TOKEN_NAMES`.
+    """
+    return name.rsplit('.', 1)[-1] in TOKEN_NAMES
+
+
+def param_groups(
+    named_parameters: Iterable[tuple[str, nn.Parameter]],
+    weight_decay: float,
+    decay_tokens: bool = False,
+) -> list[dict[str, object]]:
+    """Split parameters into a decayed and a non-decayed AdamW group.
+
+    Parameters with fewer than two dimensions (biases, norm weights and biases) are
+    never decayed. Learned tokens (:func:`is_token`) are decayed only when
+    ``decay_tokens`` is true (the released reference code decays them, because it
+    keys the split on ``ndim`` only; issue #5 and timm's ``no_weight_decay`` exclude
+    them). Frozen parameters (``requires_grad=False``) are left out.
+
+    Args:
+        named_parameters: ``(name, parameter)`` pairs, e.g. ``module.named_parameters()``.
+        weight_decay: Decoupled weight decay of the decayed group, ``>= 0``.
+        decay_tokens: Decay cls/mask/pos tokens as the reference code does.
+
+    Returns:
+        Two parameter-group dicts (``params``, ``weight_decay``, ``group_name``);
+        empty groups are dropped.
+
+    Raises:
+        ValueError: If ``weight_decay`` is negative or not finite.
+    """
+    if not math.isfinite(weight_decay) or weight_decay < 0:
+        raise ValueError(f'weight_decay must be finite and >= 0, got {weight_decay!r}')
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, param in named_parameters:
+        if not param.requires_grad:
+            continue
+        if param.ndim <= 1 or (is_token(name) and not decay_tokens):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    groups: list[dict[str, object]] = []
+    if decay:
+        groups.append(
+            {'params': decay, 'weight_decay': weight_decay, 'group_name': 'decay'}
+        )
+    if no_decay:
+        groups.append(
+            {'params': no_decay, 'weight_decay': 0.0, 'group_name': 'no_decay'}
+        )
+    return groups
+
+
+def scaled_lr(base_lr: float, effective_batch_size: int) -> float:
+    """Scale a base learning rate linearly with the effective batch size.
+
+    ``lr = base_lr * effective_batch_size / 256`` (MAE and Scale-MAE, spec 6).
+
+    Args:
+        base_lr: Learning rate per 256 samples, ``> 0``.
+        effective_batch_size: Samples per optimiser step over all processes
+            (batch size x gradient accumulation x world size), ``>= 1``.
+
+    Returns:
+        The absolute learning rate.
+
+    Raises:
+        ValueError: If an argument is out of range.
+    """
+    if not math.isfinite(base_lr) or base_lr <= 0:
+        raise ValueError(f'base_lr must be finite and > 0, got {base_lr!r}')
+    if effective_batch_size < 1:
+        raise ValueError(
+            f'effective_batch_size must be >= 1, got {effective_batch_size!r}'
+        )
+    return base_lr * effective_batch_size / 256
+
+
+class WarmupCosine:
+    """Multiplier of a linear-warmup, half-cycle-cosine schedule, per optimiser step.
+
+    Matches the reference ``mae/util/lr_sched.py`` evaluated at every step:
+    ``lr(t) = lr * t / warmup`` for ``t < warmup``, then
+    ``min_lr + (lr - min_lr) * 0.5 * (1 + cos(pi * (t - warmup) / (total - warmup)))``,
+    expressed as a factor of ``lr`` for :class:`torch.optim.lr_scheduler.LambdaLR`.
+    A picklable object (not a closure), so scheduler state dicts round-trip.
+
+    Args:
+        warmup_steps: Linear-warmup length in optimiser steps, ``>= 0``.
+        total_steps: Total optimiser steps, ``>= 1``.
+        min_lr_ratio: Final LR as a fraction of the peak LR, in ``[0, 1]``.
+    """
+
+    def __init__(
+        self, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
+    ) -> None:
+        """Initialise the schedule; see the class docstring for the arguments."""
+        if total_steps < 1:
+            raise ValueError(f'total_steps must be >= 1, got {total_steps!r}')
+        if warmup_steps < 0:
+            raise ValueError(f'warmup_steps must be >= 0, got {warmup_steps!r}')
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise ValueError(f'min_lr_ratio must be in [0, 1], got {min_lr_ratio!r}')
+        self.warmup_steps = min(warmup_steps, total_steps)
+        self.total_steps = total_steps
+        self.min_lr_ratio = min_lr_ratio
+
+    def __call__(self, step: int) -> float:
+        """Return the LR factor at optimiser step ``step`` (0-based)."""
+        if step < self.warmup_steps:
+            return step / self.warmup_steps
+        span = self.total_steps - self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / span) if span > 0 else 1.0
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
