@@ -1,5 +1,52 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
-"""torchgeo_scalemae.transforms."""
+"""GSD-aware, batched, device-agnostic transforms on batch dicts.
 
-__all__: tuple[str, ...] = ()
+All transforms take ``{'image': (B, C, H, W), 'gsd': (B,), ...}`` and return a new
+dict whose ``gsd`` (metres per pixel) matches the new pixel grid. They are
+:class:`torch.nn.Module` objects, so they can be used as a TorchGeo datamodule's
+``train_aug``/``val_aug`` and chained with kornia dict pipelines in a
+:class:`torch.nn.Sequential`::
+
+    import kornia.augmentation as K
+    from torch import nn
+
+    aug = nn.Sequential(
+        K.AugmentationSequential(
+            K.RandomHorizontalFlip(), data_keys=None, keepdim=True
+        ),  # passes 'gsd' through
+        GSDRandomResizedCrop(224),
+    )
+
+The band-target functions :func:`low_band_target`, :func:`high_band_target` and
+:func:`recombine_bands` are re-exported from :mod:`torchgeo_scalemae.models.bands`.
+
+.. versionadded:: 0.1
+"""
+
+from typing import Any
+
+from .geometric import GSDCenterCrop, GSDRandomResizedCrop, GSDResize
+from .pair import ScaleMAEPair
+
+__all__ = (
+    'GSDCenterCrop',
+    'GSDRandomResizedCrop',
+    'GSDResize',
+    'ScaleMAEPair',
+    'high_band_target',
+    'low_band_target',
+    'recombine_bands',
+)
+
+_BANDS = ('high_band_target', 'low_band_target', 'recombine_bands')
+
+
+def __getattr__(name: str) -> Any:
+    """Re-export the band-target functions of ``models.bands`` lazily."""
+    if name in _BANDS:
+        import importlib
+
+        bands = importlib.import_module('torchgeo_scalemae.models.bands')
+        return getattr(bands, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

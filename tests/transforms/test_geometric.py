@@ -1,0 +1,298 @@
+# Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
+
+import kornia.augmentation as K
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.data import default_collate
+
+from torchgeo_scalemae.transforms import GSDCenterCrop, GSDRandomResizedCrop, GSDResize
+
+
+def ramp_batch(gsd: list[float], size: int = 64) -> dict[str, Tensor]:
+    """Images whose channel 0 is the x and channel 1 the y coordinate in metres."""
+    n = len(gsd)
+    g = torch.tensor(gsd, dtype=torch.float64)[:, None, None]
+    idx = torch.arange(size, dtype=torch.float64) + 0.5
+    x = (idx[None, None, :] * g).expand(n, size, size)
+    y = (idx[None, :, None] * g).expand(n, size, size)
+    image = torch.stack([x, y], dim=1).float()
+    return {'image': image, 'gsd': torch.tensor(gsd), 'label': torch.arange(n)}
+
+
+def crop_boxes(aug: GSDRandomResizedCrop) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    src = aug.crop._params['src']
+    x0, y0 = src[:, 0, 0], src[:, 0, 1]
+    return x0, y0, src[:, 1, 0] - x0 + 1, src[:, 2, 1] - y0 + 1
+
+
+def spacing(image: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample pixel spacing in metres, measured on the ramp (interior pixels)."""
+    dx = image[:, 0, 4:-4, 5:-4] - image[:, 0, 4:-4, 4:-5]
+    dy = image[:, 1, 5:-4, 4:-4] - image[:, 1, 4:-5, 4:-4]
+    return dx.mean(dim=(1, 2)), dy.mean(dim=(1, 2))
+
+
+@pytest.mark.parametrize('resample', ['bilinear', 'bicubic'])
+def test_rrc_gsd_exact(resample: str) -> None:
+    gsds = [0.3, 1.0, 2.5, 10.0]
+    batch = ramp_batch(gsds)
+    aug = GSDRandomResizedCrop(24, scale=(0.2, 1.0), resample=resample)
+    out = aug(batch)
+    _, _, w, h = crop_boxes(aug)
+    assert out['image'].shape == (4, 2, 24, 24)
+    assert torch.equal(w, h)  # ratio (1, 1): square crops
+    assert len(set(w.tolist())) > 1  # per-sample parameters
+    expected = torch.tensor(gsds) * w / 24
+    # bookkeeping: a crop of s pixels resized to S multiplies gsd by s / S
+    assert torch.allclose(out['gsd'], expected, rtol=1e-6)
+    assert out['gsd'].dtype == torch.float32
+    # physics: the spacing of the resampled coordinate ramp is the new GSD
+    # (PyTorch's bicubic kernel, a = -0.75, reproduces a ramp only approximately)
+    rtol = 1e-3 if resample == 'bilinear' else 1e-2
+    sx, sy = spacing(out['image'])
+    assert torch.allclose(sx, out['gsd'], rtol=rtol)
+    assert torch.allclose(sy, out['gsd'], rtol=rtol)
+    # other keys untouched, input not modified
+    assert torch.equal(out['label'], batch['label'])
+    assert torch.equal(batch['gsd'], torch.tensor(gsds))
+
+
+def test_rrc_align_corners_and_reference_ratio() -> None:
+    batch = ramp_batch([1.0, 2.0])
+    aug = GSDRandomResizedCrop(24, align_corners=True, resample='bilinear')
+    out = aug(batch)
+    _, _, w, _ = crop_boxes(aug)
+    expected = torch.tensor([1.0, 2.0]) * (w - 1) / 23
+    assert torch.allclose(out['gsd'], expected, rtol=1e-6)
+    sx, _ = spacing(out['image'])
+    assert torch.allclose(sx, out['gsd'], rtol=1e-3)
+
+    ref = GSDRandomResizedCrop(24, reference_ratio=True)
+    out = ref(batch)
+    _, _, w, _ = crop_boxes(ref)
+    assert torch.allclose(out['gsd'], torch.tensor([1.0, 2.0]) * (w - 1) / 24)
+
+
+def test_rrc_full_image_upsample() -> None:
+    batch = ramp_batch([0.5, 4.0], size=16)
+    out = GSDRandomResizedCrop(32, scale=(1.0, 1.0))(batch)
+    assert torch.allclose(out['gsd'], torch.tensor([0.25, 2.0]))
+
+
+def test_rrc_mask_bounds_transform() -> None:
+    batch = ramp_batch([1.0, 2.0], size=32)
+    batch['mask'] = (batch['image'][:, 0] // 4).long()  # x-stripes (B, H, W)
+    xmin = torch.tensor([1000.0, 2000.0])
+    ymax = torch.tensor([500.0, 600.0])
+    res = batch['gsd']
+    bounds = torch.zeros(2, 9)
+    bounds[:, 0], bounds[:, 1], bounds[:, 2] = xmin, xmin + 32 * res, res
+    bounds[:, 3], bounds[:, 4], bounds[:, 5] = ymax - 32 * res, ymax, res
+    transform = torch.zeros(2, 9)
+    transform[:, 0], transform[:, 2] = res, xmin
+    transform[:, 4], transform[:, 5], transform[:, 8] = -res, ymax, 1
+    batch['bounds'], batch['transform'] = bounds, transform
+    aug = GSDRandomResizedCrop(8, resample='bilinear')
+    out = aug(batch)
+    x0, y0, _, _ = crop_boxes(aug)
+    assert out['mask'].shape == (2, 8, 8)
+    assert out['mask'].dtype == torch.long
+    b = out['bounds']
+    assert torch.allclose(b[:, 0], xmin + x0 * res)
+    assert torch.allclose(b[:, 4], ymax - y0 * res)
+    assert torch.allclose(b[:, 2], out['gsd'])
+    assert torch.allclose(b[:, 5], out['gsd'])
+    assert torch.allclose(b[:, 1] - b[:, 0], 8 * out['gsd'], rtol=1e-5)
+    assert torch.allclose(b[:, 4] - b[:, 3], 8 * out['gsd'], rtol=1e-5)
+    t = out['transform']
+    assert torch.allclose(t[:, 0], out['gsd'])
+    assert torch.allclose(t[:, 4], -out['gsd'])
+    assert torch.allclose(t[:, 2], b[:, 0])
+    assert torch.allclose(t[:, 5], b[:, 4])
+    # the ramp starts where the new bounds say (pixel centre = xmin + gsd / 2)
+    first = out['image'][:, 0, 4, 0] + xmin
+    assert torch.allclose(first, b[:, 0] + out['gsd'] / 2, atol=0.05 * 2)
+    # bounds alone (no 'gsd') are enough
+    batch_no_gsd = {k: v for k, v in batch.items() if k != 'gsd'}
+    out = GSDRandomResizedCrop(8)(batch_no_gsd)
+    assert torch.allclose(out['gsd'], out['bounds'][:, 2])
+
+
+@pytest.mark.parametrize(
+    ('size', 'antialias', 'align', 'factor'),
+    [
+        (16, True, False, 4.0),
+        (128, True, False, 0.5),
+        (16, False, True, 63 / 15),
+        ((32, 32), False, False, 2.0),
+    ],
+)
+def test_resize_gsd_exact(
+    size: int | tuple[int, int], antialias: bool, align: bool, factor: float
+) -> None:
+    batch = ramp_batch([0.3048, 10.0])
+    out = GSDResize(size, antialias=antialias, align_corners=align)(batch)
+    s = size if isinstance(size, int) else size[0]
+    assert out['image'].shape == (2, 2, s, s)
+    assert torch.allclose(out['gsd'], torch.tensor([0.3048, 10.0]) * factor)
+    sx, sy = spacing(out['image'])
+    assert torch.allclose(sx, out['gsd'], rtol=1e-3)
+    assert torch.allclose(sy, out['gsd'], rtol=1e-3)
+
+
+def test_resize_antialias_low_passes() -> None:
+    batch = {
+        'image': (torch.arange(64) % 2).float().expand(1, 1, 64, 64).clone(),
+        'gsd': torch.ones(1),
+    }
+    smooth = GSDResize(16)(batch)['image']
+    aliased = GSDResize(16, antialias=False)(batch)['image']
+    assert smooth.std() < 0.05 < aliased.std() or aliased.std() == 0
+
+
+def test_resize_non_square_and_mask() -> None:
+    batch = {
+        'image': torch.rand(2, 3, 40, 20),
+        'gsd': torch.tensor([1.0, 2.0]),
+        'mask': torch.zeros(2, 40, 20, dtype=torch.long),
+    }
+    out = GSDResize((20, 20))(batch)
+    assert out['mask'].shape == (2, 20, 20)
+    # 2x vertically, 1x horizontally: geometric mean sqrt(2)
+    assert torch.allclose(out['gsd'], torch.tensor([1.0, 2.0]) * 2**0.5)
+
+
+def test_center_crop() -> None:
+    batch = ramp_batch([0.5, 3.0], size=20)
+    bounds = torch.zeros(2, 9)
+    bounds[:, 2] = bounds[:, 5] = batch['gsd']
+    bounds[:, 1] = 20 * batch['gsd']
+    bounds[:, 4] = 20 * batch['gsd']
+    batch['bounds'] = bounds
+    out = GSDCenterCrop(12)(batch)
+    assert out['image'].shape == (2, 2, 12, 12)
+    assert torch.equal(out['gsd'], batch['gsd'])
+    assert torch.equal(out['image'], batch['image'][..., 4:16, 4:16])
+    assert torch.allclose(out['bounds'][:, 0], 4 * batch['gsd'])
+    assert torch.allclose(out['bounds'][:, 1], 16 * batch['gsd'])
+    with pytest.raises(ValueError, match='larger than the image'):
+        GSDCenterCrop(30)(batch)
+
+
+def test_collate_then_augment() -> None:
+    samples = [
+        {
+            'image': torch.rand(3, 32, 32),
+            'gsd': torch.tensor(g),
+            'label': torch.tensor(i),
+        }
+        for i, g in enumerate([0.3, 0.6, 1.2])
+    ]
+    batch = default_collate(samples)
+    assert batch['gsd'].shape == (3,)
+    aug = nn.Sequential(
+        K.AugmentationSequential(
+            K.RandomHorizontalFlip(),
+            K.RandomVerticalFlip(),
+            data_keys=None,
+            keepdim=True,
+        ),
+        GSDRandomResizedCrop(16),
+        GSDCenterCrop(8),
+    )
+    out = aug(batch)
+    w = aug[1].crop._params['src'][:, 1, 0] - aug[1].crop._params['src'][:, 0, 0] + 1
+    assert out['image'].shape == (3, 3, 8, 8)
+    assert torch.allclose(out['gsd'], torch.tensor([0.3, 0.6, 1.2]) * w / 16)
+    assert torch.equal(out['label'], torch.arange(3))
+
+
+def test_unbatched_sample() -> None:
+    sample = {'image': torch.rand(3, 32, 32), 'gsd': torch.tensor(2.0)}
+    out = GSDResize(16)(sample)
+    assert out['image'].shape == (3, 16, 16)
+    assert out['gsd'].shape == ()
+    assert out['gsd'].item() == 4.0
+    out = GSDRandomResizedCrop(16, scale=(1.0, 1.0))(sample)
+    assert out['image'].shape == (3, 16, 16)
+    assert out['gsd'].item() == 4.0
+
+
+def test_no_grad_and_dtype() -> None:
+    batch = {
+        'image': torch.rand(2, 3, 32, 32, dtype=torch.float64),
+        'gsd': torch.ones(2),
+    }
+    with torch.no_grad():
+        for aug in (GSDRandomResizedCrop(16), GSDResize(16), GSDCenterCrop(16)):
+            assert aug(batch)['image'].dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    ('batch', 'error', 'match'),
+    [
+        ({'image': torch.rand(2, 3, 8, 8)}, ValueError, "no 'gsd' entry"),
+        (
+            {'image': torch.rand(2, 3, 8, 8), 'gsd': torch.tensor([1.0, -1.0])},
+            ValueError,
+            'positive',
+        ),
+        (
+            {'image': torch.rand(2, 3, 8, 8), 'gsd': torch.tensor([1.0, float('nan')])},
+            ValueError,
+            'positive',
+        ),
+        (
+            {'image': torch.rand(2, 3, 8, 8), 'gsd': torch.ones(3)},
+            ValueError,
+            '3 values',
+        ),
+        (
+            {'image': torch.rand(2, 3, 8, 8), 'gsd': torch.ones(2, 2)},
+            ValueError,
+            'shape',
+        ),
+        (
+            {'image': torch.zeros(2, 3, 8, 8, dtype=torch.uint8), 'gsd': torch.ones(2)},
+            ValueError,
+            'floating-point',
+        ),
+        (
+            {'image': torch.rand(8, 8), 'gsd': torch.ones(1)},
+            ValueError,
+            r'\(B, C, H, W\)',
+        ),
+        ({'gsd': torch.ones(1)}, TypeError, "batch\\['image'\\]"),
+    ],
+)
+def test_bad_batches(
+    batch: dict[str, Tensor], error: type[Exception], match: str
+) -> None:
+    for aug in (GSDRandomResizedCrop(4), GSDResize(4), GSDCenterCrop(4)):
+        with pytest.raises(error, match=match):
+            aug(batch)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match='size must be positive'):
+        GSDResize(0)
+    with pytest.raises(TypeError, match='size'):
+        GSDCenterCrop(True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match='scale'):
+        GSDRandomResizedCrop(8, scale=(0.5, 2.0))
+    with pytest.raises(ValueError, match='scale'):
+        GSDRandomResizedCrop(8, scale=(0.0, 1.0))
+    with pytest.raises(ValueError, match='resample'):
+        GSDRandomResizedCrop(8, resample='lanczos')
+    with pytest.raises(ValueError, match='interpolation'):
+        GSDResize(8, interpolation='lanczos')
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda() -> None:
+    batch = {k: v.cuda() for k, v in ramp_batch([0.5, 2.0]).items()}
+    for aug in (GSDRandomResizedCrop(16), GSDResize(16), GSDCenterCrop(16)):
+        out = aug(batch)
+        assert out['image'].is_cuda
+        assert out['gsd'].is_cuda
