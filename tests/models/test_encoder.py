@@ -1,0 +1,223 @@
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from torchgeo_scalemae.models import (
+    EncoderOutput,
+    ScaleMAEEncoder,
+    scalemae_vit_base_patch16,
+    scalemae_vit_huge_patch14,
+    scalemae_vit_large_patch16,
+    scalemae_vit_tiny_patch16,
+)
+
+from .reference_data import encoder_state
+
+
+@pytest.fixture
+def tiny() -> ScaleMAEEncoder:
+    return scalemae_vit_tiny_patch16(num_classes=0, img_size=64).eval()
+
+
+def test_cls_feature_parity(fixture: dict[str, Any]) -> None:
+    enc = scalemae_vit_tiny_patch16(num_classes=0, img_size=64).eval()
+    enc.load_state_dict(encoder_state(fixture['state']), strict=True)
+    with torch.no_grad():
+        feat = enc.forward_features(fixture['input'], res=fixture['res'])[:, 0]
+        pooled = enc(fixture['input'], fixture['res'])
+    torch.testing.assert_close(feat, fixture['cls_feature'], atol=1e-5, rtol=0)
+    torch.testing.assert_close(pooled, feat)
+
+
+def test_mask_parity(fixture: dict[str, Any]) -> None:
+    enc = scalemae_vit_tiny_patch16(img_size=64)
+    enc.load_state_dict(encoder_state(fixture['state']), strict=False)
+    out = enc.forward_masked(fixture['input'], fixture['res'], noise=fixture['noise'])
+    assert isinstance(out, EncoderOutput)
+    torch.testing.assert_close(out.mask, fixture['mask'], atol=0, rtol=0)
+    assert out.latent.shape == (2, 1 + 4, 64)
+    assert out.grid_size == (4, 4)
+    # kept tokens are those with the smallest noise
+    kept = fixture['noise'].argsort(1)[:, :4]
+    assert torch.all(out.mask.gather(1, kept) == 0)
+    restored = out.ids_restore.argsort(1)
+    torch.testing.assert_close(restored[:, :4], kept)
+
+
+def test_torchgeo_layout_loads_strictly() -> None:
+    """TorchGeo's FMOW_RGB file: timm names incl. a fixed pos_embed (1, 197, D)."""
+    ref = scalemae_vit_tiny_patch16(num_classes=0)
+    state = dict(ref.state_dict())
+    assert 'pos_embed' not in state
+    state['pos_embed'] = torch.zeros(1, 197, 64)
+    enc = scalemae_vit_tiny_patch16(num_classes=0, img_size=64)
+    enc.load_state_dict(state, strict=True)
+    with pytest.raises(RuntimeError, match='Unexpected'):
+        enc.load_state_dict({**state, 'bogus': torch.zeros(1)}, strict=True)
+
+
+def test_dynamic_size_non_square_channels(tiny: ScaleMAEEncoder) -> None:
+    x = torch.randn(2, 3, 48, 80)
+    out = tiny.forward_features(x, res=torch.tensor([1.0, 2.0]))
+    assert out.shape == (2, 1 + 3 * 5, 64)
+    enc = scalemae_vit_tiny_patch16(in_chans=5, num_classes=7)
+    assert enc(torch.randn(1, 5, 32, 16), 2.0).shape == (1, 7)
+
+
+def test_res_fallback_and_per_sample(tiny: ScaleMAEEncoder) -> None:
+    x = torch.randn(1, 3, 32, 32).expand(2, -1, -1, -1)
+    a = tiny.forward_features(x)
+    tiny.res = 3.0
+    b = tiny.forward_features(x)
+    c = tiny.forward_features(x, res=torch.tensor([1.0, 3.0]))
+    torch.testing.assert_close(c[0], a[0])
+    torch.testing.assert_close(c[1], b[1])
+    assert not torch.allclose(a, b)
+
+
+def test_mask_ratio_zero_no_shuffle(tiny: ScaleMAEEncoder) -> None:
+    x = torch.randn(2, 3, 32, 48)
+    out = tiny.forward_masked(x, 2.0, mask_ratio=0.0)
+    assert torch.all(out.mask == 0)
+    assert torch.equal(out.ids_restore, torch.arange(6).expand(2, 6))
+    torch.testing.assert_close(out.latent, tiny.forward_features(x, 2.0))
+
+
+def test_mask_counts(tiny: ScaleMAEEncoder) -> None:
+    out = tiny.forward_masked(torch.randn(3, 3, 224, 224), 1.0)
+    assert out.mask.shape == (3, 196)
+    assert torch.all(out.mask.sum(1) == 147)
+    assert out.latent.shape == (3, 50, 64)
+
+
+def test_forward_intermediates(tiny: ScaleMAEEncoder) -> None:
+    x = torch.randn(2, 3, 32, 48)
+    res = torch.tensor([1.0, 2.0])
+    final, inter = tiny.forward_intermediates(x, res=res)
+    assert len(inter) == 2
+    assert inter[0].shape == (2, 64, 2, 3)
+    torch.testing.assert_close(final, tiny.forward_features(x, res))
+    only = tiny.forward_intermediates(
+        x,
+        indices=[0],
+        output_fmt='NLC',
+        intermediates_only=True,
+        res=res,
+        return_prefix_tokens=True,
+    )
+    assert only[0][0].shape == (2, 6, 64) and only[0][1].shape == (2, 1, 64)
+    d = tiny.forward_intermediates(x, output_dict=True, res=res, norm=True)
+    torch.testing.assert_close(d['image_features'], final)
+    # timm helpers without res use the default attribute
+    layers = tiny.get_intermediate_layers(x, n=1)
+    torch.testing.assert_close(
+        layers[0],
+        tiny.forward_intermediates(
+            x, indices=1, output_fmt='NLC', intermediates_only=True
+        )[0],
+    )
+    with pytest.raises(ValueError, match='output_fmt'):
+        tiny.forward_intermediates(x, output_fmt='NHWC')
+
+
+def test_features_only_via_timm() -> None:
+    from timm.models._features import FeatureGetterNet
+
+    enc = scalemae_vit_tiny_patch16()
+    net = FeatureGetterNet(enc, out_indices=(0, 1))
+    feats = net(torch.randn(1, 3, 32, 32))
+    assert [f.shape for f in feats] == [(1, 64, 2, 2)] * 2
+
+
+def test_fused_attention_on(tiny: ScaleMAEEncoder) -> None:
+    flags = [m.fused_attn for m in tiny.modules() if hasattr(m, 'fused_attn')]
+    assert flags and all(flags)
+
+
+def test_backward(tiny: ScaleMAEEncoder) -> None:
+    tiny.train()
+    out = tiny.forward_masked(torch.randn(2, 3, 32, 32), torch.tensor([1.0, 2.0]))
+    out.latent.sum().backward()
+    assert tiny.patch_embed.proj.weight.grad is not None
+    assert tiny.cls_token.grad is not None
+
+
+def test_builders_on_meta() -> None:
+    with torch.device('meta'):
+        sizes = {
+            'b': scalemae_vit_base_patch16(),
+            'l': scalemae_vit_large_patch16(),
+            'h': scalemae_vit_huge_patch14(),
+        }
+    assert sizes['b'].embed_dim == 768 and len(sizes['b'].blocks) == 12
+    assert sizes['l'].embed_dim == 1024 and len(sizes['l'].blocks) == 24
+    assert sizes['h'].patch_size == (14, 14) and len(sizes['h'].blocks) == 32
+
+
+@pytest.mark.parametrize(
+    ('shape', 'match'),
+    [
+        ((2, 4, 32, 32), 'expected 3 input channels, got 4'),
+        ((2, 3, 30, 32), 'multiples of the patch size 16x16, got 30x32'),
+        ((2, 3, 32, 40), 'got 32x40'),
+        ((3, 32, 32), r'expected images of shape \(B, C, H, W\)'),
+    ],
+)
+def test_bad_images(tiny: ScaleMAEEncoder, shape: tuple[int, ...], match: str) -> None:
+    x = torch.randn(*shape)
+    for call in (
+        tiny.forward_features,
+        tiny.forward_masked,
+        tiny.forward_intermediates,
+    ):
+        with pytest.raises(ValueError, match=match):
+            call(x)
+
+
+@pytest.mark.parametrize(
+    'res',
+    [
+        0.0,
+        -2.0,
+        math.nan,
+        math.inf,
+        torch.tensor([1.0, -1.0]),
+        torch.tensor([math.nan, 1.0]),
+        torch.ones(3),
+        torch.ones(2, 2),
+    ],
+)
+def test_bad_res(tiny: ScaleMAEEncoder, res: Any) -> None:
+    with pytest.raises(ValueError, match='res'):
+        tiny.forward_features(torch.randn(2, 3, 32, 32), res=res)
+
+
+def test_bad_masking(tiny: ScaleMAEEncoder) -> None:
+    x = torch.randn(2, 3, 32, 32)
+    with pytest.raises(ValueError, match=r'mask_ratio must be in \[0, 1\), got 1.0'):
+        tiny.forward_masked(x, mask_ratio=1.0)
+    with pytest.raises(ValueError, match=r'noise must have shape \(2, 4\)'):
+        tiny.forward_masked(x, noise=torch.rand(2, 5))
+
+
+@pytest.mark.parametrize(
+    ('kwargs', 'match'),
+    [
+        ({'reg_tokens': 4}, 'reg_tokens'),
+        ({'class_token': False, 'global_pool': 'avg'}, 'class_token'),
+        ({'pos_embed': 'learn'}, 'pos_embed'),
+        ({'res': 0.0}, 'finite positive'),
+    ],
+)
+def test_bad_constructor(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        scalemae_vit_tiny_patch16(**kwargs)
+
+
+def test_compile_tiny(tiny: ScaleMAEEncoder) -> None:
+    compiled = torch.compile(tiny.forward_features, backend='eager')
+    x = torch.randn(2, 3, 32, 32)
+    res = torch.tensor([1.0, 2.0])
+    torch.testing.assert_close(compiled(x, res), tiny.forward_features(x, res))

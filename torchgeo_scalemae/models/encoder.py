@@ -1,0 +1,482 @@
+# Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
+
+"""The Scale-MAE encoder: a timm VisionTransformer with the GSD positional encoding.
+
+.. versionadded:: 0.1
+"""
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from timm.layers.norm import LayerNorm
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint, checkpoint_seq
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from .pos_embed import GSDPositionalEmbedding, check_res
+
+__all__ = (
+    'EncoderOutput',
+    'ScaleMAEEncoder',
+    'scalemae_vit_base_patch16',
+    'scalemae_vit_huge_patch14',
+    'scalemae_vit_large_patch16',
+    'scalemae_vit_tiny_patch16',
+)
+
+
+@dataclass
+class EncoderOutput:
+    """Result of :meth:`ScaleMAEEncoder.forward_masked`.
+
+    Attributes:
+        latent: (B, 1 + K, D) class token and the K kept patch tokens (in the order
+            of the shuffle), after the final norm.
+        mask: (B, N) float, 1 = removed, 0 = kept, in the original patch order.
+        ids_restore: (B, N) int64, the permutation that un-shuffles the tokens.
+        grid_size: the patch grid (h, w).
+
+    .. versionadded:: 0.1
+    """
+
+    latent: Tensor
+    mask: Tensor
+    ids_restore: Tensor
+    grid_size: tuple[int, int]
+
+
+def _drop_fixed_pos_embed(
+    module: nn.Module,
+    state_dict: dict[str, Any],
+    prefix: str,
+    *args: Any,
+    **kwargs: Any,
+) -> None:
+    """Load-state-dict pre-hook: discard the fixed, unused ``pos_embed`` table.
+
+    The released Scale-MAE checkpoint and TorchGeo's ``FMOW_RGB`` encoder weights carry
+    a fixed sine-cosine ``pos_embed`` (1, 197, D) that the model never uses (spec
+    section 1.3). Dropping it here lets those state dicts load with ``strict=True`` at
+    any image size.
+    """
+    state_dict.pop(prefix + 'pos_embed', None)
+
+
+class ScaleMAEEncoder(VisionTransformer):
+    """Vision Transformer encoder of Scale-MAE with per-sample GSD encoding.
+
+    A subclass of :class:`timm.models.vision_transformer.VisionTransformer` that keeps
+    timm's parameter names (so the encoder part of the released checkpoint and
+    TorchGeo's ``ScaleMAELarge16_Weights.FMOW_RGB`` load with ``strict=True``), replaces
+    the learned position table with :class:`GSDPositionalEmbedding`, accepts any input
+    height and width that are multiples of the patch size (non-square too), any
+    number of input channels, and uses fused attention
+    (:func:`torch.nn.functional.scaled_dot_product_attention`).
+
+    ``res`` is the per-sample scale ``gsd / reference_gsd`` (dimensionless; GSD in
+    metres per pixel): a float or a (B,) tensor. Every forward method takes ``res`` as
+    an argument; when it is omitted (including when timm's own helpers such as
+    ``features_only`` wrappers or :meth:`get_intermediate_layers` call in), the
+    attribute :attr:`res` is used. ``res`` is passed down as an argument, never stored
+    on the module during a call, so concurrent calls do not interfere.
+
+    The model has no ``pos_embed`` parameter (``self.pos_embed is None``); a
+    ``pos_embed`` entry of any shape in a loaded state dict is discarded.
+
+    If you use this model in your research, please cite https://arxiv.org/abs/2212.14532
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, res: float = 1.0, **kwargs: Any) -> None:
+        """Initialise the encoder.
+
+        Args:
+            res: default scale used when a forward call passes no ``res``.
+            **kwargs: keyword arguments of
+                :class:`~timm.models.vision_transformer.VisionTransformer` (for
+                example ``img_size``, ``patch_size``, ``in_chans``, ``embed_dim``,
+                ``depth``, ``num_heads``, ``num_classes``, ``global_pool``).
+                ``img_size`` only sets the default size reported to timm; inputs of
+                other sizes are accepted. The norm layer defaults to LayerNorm with
+                eps 1e-6 as in the reference.
+
+        Raises:
+            ValueError: for a bad ``res`` or an unsupported option (register tokens,
+                no class token, a learned position table, ``no_embed_class``).
+        """
+        check_res(res, 1)
+        for key, allowed in (
+            ('class_token', True),
+            ('reg_tokens', 0),
+            ('no_embed_class', False),
+            ('dynamic_img_size', True),
+        ):
+            if key in kwargs and kwargs[key] != allowed:
+                raise ValueError(
+                    f'ScaleMAEEncoder requires {key}={allowed!r}, got {kwargs[key]!r}'
+                )
+        if kwargs.get('pos_embed', 'none') not in ('', 'none'):
+            raise ValueError(
+                'ScaleMAEEncoder computes its position encoding from res; '
+                f"pos_embed must be 'none', got {kwargs['pos_embed']!r}"
+            )
+        kwargs['pos_embed'] = 'none'
+        kwargs['dynamic_img_size'] = True
+        kwargs.setdefault('norm_layer', partial(LayerNorm, eps=1e-6))
+        super().__init__(**kwargs)
+        self.res = float(res)
+        self.pos_encoder = GSDPositionalEmbedding(self.embed_dim)
+        self.patch_size: tuple[int, int] = tuple(self.patch_embed.patch_size)
+        for module in self.modules():
+            if hasattr(module, 'fused_attn'):
+                # timm reads TIMM_FUSED_ATTN; Scale-MAE always wants SDPA
+                setattr(module, 'fused_attn', True)  # noqa: B010
+        self.register_load_state_dict_pre_hook(_drop_fixed_pos_embed)  # type: ignore[no-untyped-call]
+
+    # ------------------------------------------------------------------ helpers
+    def _check_input(self, x: Tensor) -> tuple[int, int]:
+        """Validate an image batch and return its patch grid (h, w)."""
+        if not isinstance(x, Tensor) or x.ndim != 4:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f'expected images of shape (B, C, H, W), got {shape}')
+        _, c, h, w = x.shape
+        if c != self.in_chans:
+            raise ValueError(
+                f'expected {self.in_chans} input channels, got {c} '
+                f'(images of shape {tuple(x.shape)})'
+            )
+        ph, pw = self.patch_size
+        if h % ph != 0 or w % pw != 0 or h == 0 or w == 0:
+            raise ValueError(
+                f'image height and width must be positive multiples of the patch '
+                f'size {ph}x{pw}, got {h}x{w}'
+            )
+        return h // ph, w // pw
+
+    def _resolve_res(self, res: Tensor | float | None, batch_size: int) -> Tensor:
+        """Return ``res`` (or the default :attr:`res`) as float32 (B,)."""
+        return check_res(
+            self.res if res is None else res, batch_size, self.pos_encoder.omega.device
+        )
+
+    def _pos_embed(self, x: Tensor, res: Tensor | float | None = None) -> Tensor:
+        """Add the GSD encoding to patch tokens and prepend the class token.
+
+        This overrides timm's hook, so timm code that calls ``self._pos_embed(x)``
+        gets the encoding for the default :attr:`res`.
+
+        Args:
+            x: (B, h, w, D) patch tokens (timm's dynamic-size NHWC layout) or
+                (B, h*w, D) tokens of a square grid.
+            res: per-sample scale, (B,) or a float; None uses :attr:`res`.
+
+        Returns:
+            (B, 1 + h*w, D) tokens in the dtype of ``x``.
+        """
+        if x.ndim == 4:
+            b, h, w, d = x.shape
+            x = x.reshape(b, h * w, d)
+        else:
+            b, n, d = x.shape
+            h = w = round(n**0.5)
+            if h * w != n:
+                raise ValueError(f'cannot infer a square grid from {n} tokens')
+        pe = self.pos_encoder(self._resolve_res(res, b), (h, w), b).to(x.dtype)
+        assert self.cls_token is not None
+        cls = self.cls_token.expand(b, -1, -1) + pe[:, :1]
+        x = torch.cat([cls, x + pe[:, 1:]], dim=1)
+        out: Tensor = self.pos_drop(x)
+        return out
+
+    def _embed(self, x: Tensor, res: Tensor | float | None) -> Tensor:
+        """Patch-embed, add the encoding, apply patch dropout and the pre-norm."""
+        self._check_input(x)
+        x = self.patch_embed(x)
+        x = self._pos_embed(x, res)
+        x = self.patch_drop(x)
+        out: Tensor = self.norm_pre(x)
+        return out
+
+    # ------------------------------------------------------------------ forwards
+    def forward_features(  # type: ignore[override]
+        self,
+        x: Tensor,
+        res: Tensor | float | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+    ) -> Tensor:
+        """Encode all patches (no masking).
+
+        Args:
+            x: (B, C, H, W) images; H and W multiples of the patch size.
+            res: per-sample scale ``gsd / reference_gsd``, (B,) or a float;
+                None uses :attr:`res`.
+            attn_mask: optional attention mask passed to every block (timm).
+            is_causal: causal attention (timm).
+
+        Returns:
+            (B, 1 + N, D) tokens after the final norm; ``[:, 0]`` is the class token.
+
+        Raises:
+            ValueError: for a wrong channel count, a size that is not a multiple of
+                the patch size, or a bad ``res``.
+        """
+        x = self._embed(x, res)
+        if attn_mask is not None or is_causal:
+            for blk in self.blocks:
+                x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
+        elif self.grad_checkpointing:
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        out: Tensor = self.norm(x)
+        return out
+
+    def forward(  # type: ignore[override]
+        self,
+        x: Tensor,
+        res: Tensor | float | None = None,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+    ) -> Tensor:
+        """Features and classifier head (timm semantics).
+
+        Args:
+            x: (B, C, H, W) images.
+            res: per-sample scale, (B,) or a float; None uses :attr:`res`.
+            attn_mask: optional attention mask (timm).
+            is_causal: causal attention (timm).
+
+        Returns:
+            (B, num_classes) logits, or (B, D) pooled features when
+            ``num_classes == 0``.
+        """
+        x = self.forward_features(x, res, attn_mask=attn_mask, is_causal=is_causal)
+        out: Tensor = self.forward_head(x)
+        return out
+
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        return_prefix_tokens: bool = False,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = 'NCHW',
+        intermediates_only: bool = False,
+        output_dict: bool = False,
+        attn_mask: Tensor | None = None,
+        is_causal: bool = False,
+        res: Tensor | float | None = None,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]] | dict[str, Any]:
+        """Run timm's ``forward_intermediates`` with a ``res`` argument.
+
+        Args:
+            x: (B, C, H, W) images.
+            indices: take the last n blocks if an int, all if None, else these indices.
+            return_prefix_tokens: also return the class token of each intermediate.
+            norm: apply the final norm to every intermediate.
+            stop_early: stop after the last requested block.
+            output_fmt: ``'NCHW'`` (B, D, h, w) or ``'NLC'`` (B, h*w, D).
+            intermediates_only: return only the intermediates.
+            output_dict: return a dict with ``image_features`` and
+                ``image_intermediates`` (and ``image_intermediates_prefix``).
+            attn_mask: optional attention mask (timm).
+            is_causal: causal attention (timm).
+            res: per-sample scale, (B,) or a float; None uses :attr:`res`.
+
+        Returns:
+            As timm: ``(final_features, intermediates)``, the intermediates alone,
+            or a dict.
+        """
+        if output_fmt not in ('NCHW', 'NLC'):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        b = x.shape[0]
+        h, w = self._check_input(x)
+        x = self._embed(x, res)
+        blocks = self.blocks if not stop_early else self.blocks[: max_index + 1]
+        intermediates: list[Tensor] = []
+        for i, blk in enumerate(blocks):
+            if attn_mask is not None or is_causal:
+                x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
+            elif self.grad_checkpointing:
+                x = checkpoint(blk, x)
+            else:
+                x = blk(x)
+            if i in take_indices:
+                intermediates.append(self.norm(x) if norm else x)
+        n_prefix = self.num_prefix_tokens
+        prefix_tokens = [y[:, :n_prefix] for y in intermediates]
+        intermediates = [y[:, n_prefix:] for y in intermediates]
+        if output_fmt == 'NCHW':
+            intermediates = [
+                y.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+                for y in intermediates
+            ]
+        if output_dict:
+            result: dict[str, Any] = {'image_intermediates': intermediates}
+            if return_prefix_tokens:
+                result['image_intermediates_prefix'] = prefix_tokens
+            if not intermediates_only:
+                result['image_features'] = self.norm(x)
+            return result
+        out: list[Any] = intermediates
+        if return_prefix_tokens:
+            out = list(zip(intermediates, prefix_tokens, strict=True))
+        if intermediates_only:
+            return out
+        return self.norm(x), out
+
+    def random_masking(
+        self, x: Tensor, mask_ratio: float, noise: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """MAE per-sample random masking (spec section 2).
+
+        Keeps the ``int(N * (1 - mask_ratio))`` tokens with the smallest noise.
+        At ``mask_ratio == 0`` nothing is shuffled.
+
+        Args:
+            x: (B, N, D) patch tokens (without the class token).
+            mask_ratio: fraction of tokens to remove, in [0, 1).
+            noise: optional (B, N) noise; drawn uniformly when None.
+
+        Returns:
+            ``(kept, mask, ids_restore)``: (B, K, D) kept tokens in shuffled order,
+            (B, N) mask (1 = removed) and (B, N) the un-shuffling permutation.
+
+        Raises:
+            ValueError: for a ratio outside [0, 1) or noise of the wrong shape.
+        """
+        b, n, d = x.shape
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f'mask_ratio must be in [0, 1), got {mask_ratio}')
+        if noise is not None and tuple(noise.shape) != (b, n):
+            raise ValueError(
+                f'noise must have shape ({b}, {n}), got {tuple(noise.shape)}'
+            )
+        if mask_ratio == 0.0:
+            ids = torch.arange(n, device=x.device).expand(b, n)
+            return x, x.new_zeros(b, n), ids
+        len_keep = int(n * (1 - mask_ratio))
+        if noise is None:
+            noise = torch.rand(b, n, device=x.device)
+        ids_shuffle = torch.argsort(noise.to(x.device), dim=1)
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        ids_keep = ids_shuffle[:, :len_keep]
+        kept = torch.gather(x, 1, ids_keep.unsqueeze(-1).expand(b, len_keep, d))
+        mask = torch.ones(b, n, device=x.device, dtype=x.dtype)
+        mask[:, :len_keep] = 0
+        mask = torch.gather(mask, 1, ids_restore)
+        return kept, mask, ids_restore
+
+    def forward_masked(
+        self,
+        x: Tensor,
+        res: Tensor | float | None = None,
+        mask_ratio: float = 0.75,
+        noise: Tensor | None = None,
+    ) -> EncoderOutput:
+        """Encode a random subset of patches, as in MAE pretraining.
+
+        Order of operations as in the reference: patch embedding, + GSD encoding,
+        masking, prepend the class token, blocks, final norm.
+
+        Args:
+            x: (B, C, H, W) images; H and W multiples of the patch size.
+            res: per-sample scale ``gsd / reference_gsd``, (B,) or a float;
+                None uses :attr:`res`.
+            mask_ratio: fraction of patches removed, in [0, 1).
+            noise: optional (B, N) noise; the tokens with the smallest noise are kept.
+
+        Returns:
+            An :class:`EncoderOutput`.
+
+        Raises:
+            ValueError: for bad images, ``res``, ``mask_ratio`` or ``noise``.
+        """
+        grid = self._check_input(x)
+        tokens = self._embed(x, res)
+        n_prefix = self.num_prefix_tokens
+        kept, mask, ids_restore = self.random_masking(
+            tokens[:, n_prefix:], mask_ratio, noise
+        )
+        tokens = torch.cat([tokens[:, :n_prefix], kept], dim=1)
+        if self.grad_checkpointing:
+            tokens = checkpoint_seq(self.blocks, tokens)
+        else:
+            tokens = self.blocks(tokens)
+        return EncoderOutput(self.norm(tokens), mask, ids_restore, grid)
+
+
+def _vit(
+    embed_dim: int, depth: int, num_heads: int, patch_size: int, **kwargs: Any
+) -> ScaleMAEEncoder:
+    kwargs.setdefault('patch_size', patch_size)
+    kwargs.setdefault('embed_dim', embed_dim)
+    kwargs.setdefault('depth', depth)
+    kwargs.setdefault('num_heads', num_heads)
+    kwargs.setdefault('mlp_ratio', 4.0)
+    kwargs.setdefault('qkv_bias', True)
+    return ScaleMAEEncoder(**kwargs)
+
+
+def scalemae_vit_tiny_patch16(**kwargs: Any) -> ScaleMAEEncoder:
+    """Tiny test-sized encoder: 64-d, 2 blocks, 4 heads, patch 16 (fixture size).
+
+    Args:
+        **kwargs: forwarded to :class:`ScaleMAEEncoder` (``in_chans``,
+            ``num_classes``, ``img_size``, ``res``...).
+
+    Returns:
+        The encoder.
+
+    .. versionadded:: 0.1
+    """
+    return _vit(64, 2, 4, 16, **kwargs)
+
+
+def scalemae_vit_base_patch16(**kwargs: Any) -> ScaleMAEEncoder:
+    """ViT-B/16 encoder: 768-d, 12 blocks, 12 heads.
+
+    Args:
+        **kwargs: forwarded to :class:`ScaleMAEEncoder`.
+
+    Returns:
+        The encoder.
+
+    .. versionadded:: 0.1
+    """
+    return _vit(768, 12, 12, 16, **kwargs)
+
+
+def scalemae_vit_large_patch16(**kwargs: Any) -> ScaleMAEEncoder:
+    """ViT-L/16 encoder: 1024-d, 24 blocks, 16 heads (the released model).
+
+    Args:
+        **kwargs: forwarded to :class:`ScaleMAEEncoder`.
+
+    Returns:
+        The encoder.
+
+    .. versionadded:: 0.1
+    """
+    return _vit(1024, 24, 16, 16, **kwargs)
+
+
+def scalemae_vit_huge_patch14(**kwargs: Any) -> ScaleMAEEncoder:
+    """ViT-H/14 encoder: 1280-d, 32 blocks, 16 heads, patch 14.
+
+    Args:
+        **kwargs: forwarded to :class:`ScaleMAEEncoder`.
+
+    Returns:
+        The encoder.
+
+    .. versionadded:: 0.1
+    """
+    return _vit(1280, 32, 16, 14, **kwargs)
