@@ -1,0 +1,259 @@
+# Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
+
+"""Build an encoder for evaluation, load its weights and extract image features.
+
+Weights may be given as
+
+* a weight enum member or its ``'Class.MEMBER'`` string (TorchGeo's ``get_weight``);
+* the path of an encoder-only state dict (``.pth``/``.pt``, or ``.safetensors``);
+* the path of a **Lightning checkpoint** (``.ckpt``) of any task that holds the encoder
+  under some prefix: :class:`~torchgeo_scalemae.tasks.ScaleMAEPretraining`
+  (``model.encoder.``), TorchGeo's ``MAE`` (``backbone.vit.``), ``Classification``
+  (``model.``), or this package's evaluation tasks;
+* the path of a reference Scale-MAE checkpoint (a dict with a ``model`` entry whose
+  encoder keys are timm names).
+
+The encoder's keys are found in the file by looking for the prefix under which the
+largest number of the encoder's own parameter names occur (among prefixes that hold a
+patch embedding), so no per-task table is needed.
+
+.. versionadded:: 0.1
+"""
+
+import os
+import pickle
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import timm
+import torch
+from torch import Tensor, nn
+from torchvision.models._api import WeightsEnum
+
+from .. import models as _models
+from ..models import ScaleMAEEncoder
+
+__all__ = (
+    'Pool',
+    'build_encoder',
+    'encoder_features',
+    'extract_encoder_state_dict',
+    'load_encoder_weights',
+)
+
+#: Feature pooling: class token after the final norm, or the mean of the patch tokens.
+Pool = Literal['token', 'mean']
+
+_PATCH_KEY = 'patch_embed.proj.weight'
+
+
+def build_encoder(
+    model: str, in_channels: int = 3, model_kwargs: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """Create a feature encoder (no classifier head) by name.
+
+    A name of a builder in :mod:`torchgeo_scalemae.models` (``scalemae_vit_*``) calls
+    the builder directly; any other name goes to :func:`timm.create_model` (timm Vision
+    Transformers are created with ``dynamic_img_size=True`` so that every evaluation
+    scale works; their learned or fixed position table is resampled).
+
+    Args:
+        model: Encoder name, e.g. ``'scalemae_vit_base_patch16'``.
+        in_channels: Number of input channels.
+        model_kwargs: Extra constructor arguments (e.g. ``{'img_size': 144}``).
+
+    Returns:
+        The encoder, with ``num_classes=0``.
+
+    Raises:
+        ValueError: If *in_channels* is below 1.
+
+    .. versionadded:: 0.1
+    """
+    if in_channels < 1:
+        raise ValueError(f'in_channels must be >= 1, got {in_channels}')
+    kwargs: dict[str, Any] = {'num_classes': 0, 'in_chans': in_channels}
+    kwargs.update(model_kwargs or {})
+    builder = (
+        getattr(_models, model, None) if model.startswith('scalemae_vit') else None
+    )
+    if callable(builder):
+        encoder: nn.Module = builder(**kwargs)
+        return encoder
+    try:
+        return timm.create_model(model, dynamic_img_size=True, **kwargs)
+    except TypeError:
+        return timm.create_model(model, **kwargs)
+
+
+def _load_file(path: str) -> Any:
+    if path.endswith('.safetensors'):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError:
+        # A reference checkpoint pickles argparse.Namespace: MODEL's loader allow-lists it.
+        loader = getattr(_models, 'load_reference_checkpoint', None)
+        if loader is None:
+            raise
+        state_dict, _ = loader(path)
+        return state_dict
+
+
+def extract_encoder_state_dict(
+    checkpoint: Mapping[str, Any], encoder: nn.Module
+) -> dict[str, Tensor]:
+    """Find the encoder's weights inside a checkpoint or state dict.
+
+    Args:
+        checkpoint: A state dict, a Lightning checkpoint (``state_dict`` entry) or a
+            reference checkpoint (``model`` entry).
+        encoder: The encoder whose parameter names are looked for.
+
+    Returns:
+        The encoder's state dict (only keys the encoder has, plus ``pos_embed``).
+
+    Raises:
+        ValueError: If no prefix in the checkpoint holds a patch embedding.
+
+    .. versionadded:: 0.1
+    """
+    state: Mapping[str, Any] = checkpoint
+    for key in ('state_dict', 'model'):
+        inner = state.get(key)
+        if isinstance(inner, Mapping) and any(
+            isinstance(v, Tensor) for v in inner.values()
+        ):
+            state = inner
+            break
+    tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    own = set(encoder.state_dict()) | {'pos_embed'}
+    prefixes = [k[: -len(_PATCH_KEY)] for k in tensors if k.endswith(_PATCH_KEY)]
+    if not prefixes:
+        raise ValueError(
+            f"no encoder weights found: no key ends with '{_PATCH_KEY}' among "
+            f'{len(tensors)} tensors (first keys: {sorted(tensors)[:5]})'
+        )
+
+    def count(prefix: str) -> int:
+        return sum(
+            1 for k in tensors if k.startswith(prefix) and k[len(prefix) :] in own
+        )
+
+    best = max(sorted(prefixes, key=len), key=count)
+    return {
+        k[len(best) :]: v
+        for k, v in tensors.items()
+        if k.startswith(best) and k[len(best) :] in own
+    }
+
+
+def load_encoder_weights(
+    encoder: nn.Module, weights: WeightsEnum | str | bool | None
+) -> nn.Module:
+    """Load weights into an encoder (see the module docs for the accepted forms).
+
+    ``None``/``False`` leave the random initialisation; ``True`` is only accepted for
+    timm models created with pretrained weights already (it is a no-op here).
+    Classifier-head and ``pos_embed`` keys are optional; every other encoder
+    parameter must be present.
+
+    Args:
+        encoder: The encoder to fill.
+        weights: Weight enum, ``'Class.MEMBER'`` string, file path, or None.
+
+    Returns:
+        The same encoder.
+
+    Raises:
+        ValueError: If the weights miss encoder parameters or have wrong shapes.
+        FileNotFoundError: If *weights* looks like a path but does not exist.
+
+    .. versionadded:: 0.1
+    """
+    if weights is None or isinstance(weights, bool):
+        return encoder
+    if isinstance(weights, WeightsEnum):
+        checkpoint = weights.get_state_dict(progress=True)
+    elif os.path.exists(weights):
+        checkpoint = _load_file(weights)
+    elif (
+        weights.endswith(('.ckpt', '.pth', '.pt', '.safetensors')) or os.sep in weights
+    ):
+        raise FileNotFoundError(f'weights file not found: {weights!r}')
+    else:
+        from torchgeo.models import get_weight
+
+        checkpoint = get_weight(weights).get_state_dict(progress=True)
+    state_dict = extract_encoder_state_dict(checkpoint, encoder)
+    if isinstance(encoder, ScaleMAEEncoder):
+        state_dict.pop('pos_embed', None)
+    else:
+        pos = getattr(encoder, 'pos_embed', None)
+        if (
+            isinstance(pos, Tensor)
+            and 'pos_embed' in state_dict
+            and state_dict['pos_embed'].shape != pos.shape
+        ):
+            from timm.layers.pos_embed import resample_abs_pos_embed
+
+            grid = getattr(getattr(encoder, 'patch_embed', None), 'grid_size', None)
+            if grid is None:
+                raise ValueError('cannot resample pos_embed: encoder has no grid_size')
+            state_dict['pos_embed'] = resample_abs_pos_embed(
+                state_dict['pos_embed'],
+                list(grid),
+                num_prefix_tokens=getattr(encoder, 'num_prefix_tokens', 1),
+            )
+    try:
+        missing, _ = encoder.load_state_dict(state_dict, strict=False)
+    except RuntimeError as error:
+        raise ValueError(f'weights do not fit the encoder: {error}') from error
+    missing = [k for k in missing if not k.startswith(('head.', 'fc_norm.'))]
+    if missing:
+        raise ValueError(
+            f'weights miss {len(missing)} encoder parameters, e.g. {missing[:5]}'
+        )
+    return encoder
+
+
+def encoder_features(
+    encoder: nn.Module, images: Tensor, res: Tensor | None = None, pool: Pool = 'token'
+) -> Tensor:
+    """Image features of an encoder: class token after the final norm, or mean pool.
+
+    :class:`~torchgeo_scalemae.models.ScaleMAEEncoder` receives ``res``; other timm
+    Vision Transformers ignore it (their own position table is used). A model whose
+    ``forward_features`` returns a feature map (B, C, h, w) is average-pooled.
+
+    Args:
+        encoder: The encoder.
+        images: (B, C, H, W) images.
+        res: Per-sample scale ``gsd / reference_gsd`` (B,), or None.
+        pool: ``'token'`` (class token, the Scale-MAE kNN feature, spec 7.1) or
+            ``'mean'`` (mean of the patch tokens).
+
+    Returns:
+        float32 features (B, D).
+
+    Raises:
+        ValueError: For an unknown *pool*.
+
+    .. versionadded:: 0.1
+    """
+    if pool not in ('token', 'mean'):
+        raise ValueError(f"pool must be 'token' or 'mean', got {pool!r}")
+    if isinstance(encoder, ScaleMAEEncoder):
+        tokens = encoder.forward_features(images, res=res)
+    else:
+        tokens = encoder.forward_features(images)  # type: ignore[operator]
+    if tokens.ndim == 4:
+        return tokens.float().mean(dim=(2, 3))
+    if tokens.ndim == 2:
+        return tokens.float()
+    prefix = int(getattr(encoder, 'num_prefix_tokens', 1))
+    if pool == 'token':
+        return tokens[:, 0].float()
+    return tokens[:, prefix:].float().mean(dim=1)
