@@ -1,0 +1,448 @@
+# Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
+
+"""GSD-aware image classification: linear probing and fine-tuning of Scale-MAE.
+
+.. versionadded:: 0.1
+"""
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, cast
+
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from timm.optim._param_groups import param_groups_layer_decay
+from torch import Tensor, nn
+from torch.optim import AdamW
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torchgeo.tasks import Classification
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision.models._api import WeightsEnum
+
+from ..evaluation.backbone import Pool, build_encoder, load_encoder_weights
+from ..evaluation.report import (
+    ScaleResult,
+    format_table,
+    metric_name,
+    plot_accuracy_vs_gsd,
+    write_csv,
+)
+from ..evaluation.scales import (
+    Interpolation,
+    ResMode,
+    check_scales,
+    resize_to_scale,
+    scale_res,
+)
+from ..gsd import GSD_KEY, gsd_from_batch
+from ..models import ScaleMAEEncoder
+
+__all__ = ('ScaleMAEClassification',)
+
+
+class ScaleMAEClassification(Classification):
+    """Image classification with a Scale-MAE encoder that sees each batch's GSD.
+
+    A subclass of :class:`torchgeo.tasks.Classification` (same losses, metrics,
+    logging and CLI arguments) whose every step passes
+    ``res = gsd / reference_gsd`` of the batch to the encoder
+    (``batch['gsd']`` in metres per pixel, else GeoDataset ``bounds``, else
+    ``default_gsd``; see :mod:`torchgeo_scalemae.evaluation.scales` for the other
+    ``res_mode`` values).
+
+    * **Linear probing** (``freeze_backbone=True``): the encoder is frozen and the
+      head is ``BatchNorm1d(affine=False, eps=1e-6)`` followed by a ``Linear`` layer
+      with truncated-normal (std 0.01) weights, as in the reference ``main_linprobe``
+      (spec 7.2). ``probe_batchnorm`` switches the BatchNorm on or off explicitly.
+    * **Fine-tuning** (``freeze_backbone=False``): all parameters train; with
+      ``layer_decay`` (e.g. 0.75) the learning rate of block ``i`` of ``L`` is scaled
+      by ``layer_decay ** (L + 1 - i)`` (timm's ``param_groups_layer_decay``) and
+      AdamW uses betas (0.9, 0.95), ``weight_decay`` on weights only.
+    * **Multi-scale testing** (``eval_scales``): every test batch is also resized to
+      each scale (GSD updated, ``res`` recomputed) and the top-1 accuracy per scale is
+      logged as ``test_acc_<size>px_gsd<gsd>m``, printed as a table, and plotted to
+      ``classification_test_accuracy_vs_gsd.png`` in the log directory.
+
+    Weights follow :func:`~torchgeo_scalemae.evaluation.backbone.load_encoder_weights`
+    (weight enums, ``'Class.MEMBER'`` strings, encoder state dicts, Lightning
+    checkpoints of the pretraining task); the classifier head always starts fresh.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        model: str = 'scalemae_vit_base_patch16',
+        weights: WeightsEnum | str | bool | None = None,
+        in_channels: int = 3,
+        task: Literal['binary', 'multiclass', 'multilabel'] = 'multiclass',
+        num_classes: int | None = None,
+        num_labels: int | None = None,
+        labels: list[str] | None = None,
+        pos_weight: Tensor | None = None,
+        loss: Literal['ce', 'bce', 'jaccard', 'focal', 'dice'] = 'ce',
+        class_weights: Tensor | Sequence[float] | None = None,
+        ignore_index: int | None = None,
+        lr: float = 1e-3,
+        patience: int = 10,
+        freeze_backbone: bool = False,
+        pool: Pool = 'token',
+        probe_batchnorm: bool | None = None,
+        layer_decay: float | None = None,
+        weight_decay: float = 0.05,
+        res_mode: ResMode = 'gsd',
+        reference_gsd: float = 1.0,
+        base_res: float = 1.0,
+        reference_size: int | None = None,
+        default_gsd: float | None = None,
+        eval_scales: Sequence[float] | None = None,
+        interpolation: Interpolation = 'bilinear',
+        antialias: bool = True,
+        model_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        """Initialize a new ScaleMAEClassification task.
+
+        Args:
+            model: Encoder name: a ``scalemae_vit_*`` builder or any timm model.
+            weights: Encoder weights (enum, ``'Class.MEMBER'``, file path, Lightning
+                checkpoint) or None.
+            in_channels: Number of input channels.
+            task: ``'binary'``, ``'multiclass'`` or ``'multilabel'``.
+            num_classes: Number of classes (multiclass).
+            num_labels: Number of labels (multilabel).
+            labels: Class names.
+            pos_weight: Positive-class weight of the ``'bce'`` loss.
+            loss: ``'ce'``, ``'bce'``, ``'jaccard'``, ``'focal'`` or ``'dice'``.
+            class_weights: Per-class weights of the ``'ce'`` loss.
+            ignore_index: Class index ignored by loss and metrics.
+            lr: Learning rate (of the head, and of the last layer with layer decay).
+            patience: Patience of the ReduceLROnPlateau scheduler, epochs.
+            freeze_backbone: Linear probing: train the head only.
+            pool: ``'token'`` (class token after the final norm) or ``'mean'``.
+            probe_batchnorm: Put ``BatchNorm1d(affine=False)`` before the linear
+                head; None means "when ``freeze_backbone``" (spec 7.2).
+            layer_decay: Layer-wise lr decay factor in (0, 1] for fine-tuning; None
+                disables it (plain AdamW on all trainable parameters).
+            weight_decay: AdamW weight decay (biases, norms and tokens excluded).
+            res_mode: ``'gsd'``, ``'reference'`` or ``'constant'``.
+            reference_gsd: ``G`` in metres per pixel for ``res = gsd / G``.
+            base_res: ``res`` at the reference size / everywhere (other modes).
+            reference_size: Reference side in pixels for ``'reference'`` mode.
+            default_gsd: GSD in metres per pixel of batches that carry none.
+            eval_scales: Test scales (fractions ``<= 1`` or pixel sizes ``> 1``);
+                None tests at the native size only.
+            interpolation: Resampling for ``eval_scales``.
+            antialias: Antialias when downsampling.
+            model_kwargs: Extra encoder constructor arguments.
+
+        Raises:
+            ValueError: For an invalid ``layer_decay``, ``res_mode``, ``pool``,
+                ``reference_gsd``, ``default_gsd`` or ``eval_scales``, or
+                ``eval_scales`` with a non-multiclass task.
+        """
+        if layer_decay is not None and not 0 < layer_decay <= 1:
+            raise ValueError(f'layer_decay must be in (0, 1], got {layer_decay!r}')
+        if res_mode not in ('gsd', 'reference', 'constant'):
+            raise ValueError(
+                f"res_mode must be 'gsd', 'reference' or 'constant', got {res_mode!r}"
+            )
+        if pool not in ('token', 'mean'):
+            raise ValueError(f"pool must be 'token' or 'mean', got {pool!r}")
+        if not (math.isfinite(reference_gsd) and reference_gsd > 0):
+            raise ValueError(f'reference_gsd must be > 0, got {reference_gsd!r}')
+        if default_gsd is not None and not (
+            math.isfinite(default_gsd) and default_gsd > 0
+        ):
+            raise ValueError(f'default_gsd must be > 0 metres, got {default_gsd!r}')
+        if eval_scales is not None:
+            check_scales(eval_scales)
+            if task != 'multiclass':
+                raise ValueError(
+                    f"eval_scales needs task='multiclass', got task={task!r}"
+                )
+        super().__init__(
+            model=model,
+            weights=weights,
+            in_channels=in_channels,
+            task=task,
+            num_classes=num_classes,
+            num_labels=num_labels,
+            labels=labels,
+            pos_weight=pos_weight,
+            loss=loss,
+            class_weights=class_weights,
+            ignore_index=ignore_index,
+            lr=lr,
+            patience=patience,
+            freeze_backbone=freeze_backbone,
+        )
+        self._scale_gsd: dict[int, list[Tensor]] = {}
+        self._scale_res: dict[int, list[Tensor]] = {}
+        self._scale_size: dict[int, tuple[int, int]] = {}
+        self.scale_results: list[ScaleResult] = []
+
+    # ------------------------------------------------------------------ models
+    def configure_models(self) -> None:
+        """Build the encoder with a classifier head and load encoder weights."""
+        hp = self.hparams
+        outputs = hp['num_classes'] or hp['num_labels'] or 1
+        kwargs: dict[str, Any] = {
+            'global_pool': 'token' if hp['pool'] == 'token' else 'avg'
+        }
+        kwargs.update(hp['model_kwargs'] or {})
+        kwargs['num_classes'] = outputs
+        model = build_encoder(hp['model'], hp['in_channels'], kwargs)
+        self.model = load_encoder_weights(model, self.weights)
+        batchnorm = hp['probe_batchnorm']
+        if batchnorm is None:
+            batchnorm = hp['freeze_backbone']
+        features = int(getattr(self.model, 'num_features', 0))
+        linear = nn.Linear(features, outputs)
+        nn.init.trunc_normal_(linear.weight, std=0.01)
+        nn.init.zeros_(linear.bias)
+        head: nn.Module = linear
+        if batchnorm:
+            head = nn.Sequential(
+                nn.BatchNorm1d(features, affine=False, eps=1e-6), linear
+            )
+        self.model.head = head
+        if hp['freeze_backbone']:
+            self.model.requires_grad_(False)
+            head.requires_grad_(True)
+
+        mc = {}
+        if hp['eval_scales'] is not None:
+            for i, _ in enumerate(hp['eval_scales']):
+                mc[str(i)] = MulticlassAccuracy(
+                    num_classes=outputs,
+                    average='micro',
+                    ignore_index=hp['ignore_index'],
+                )
+        self.scale_metrics = nn.ModuleDict(mc)
+
+    def configure_optimizers(self) -> Any:
+        """AdamW (betas 0.9, 0.95) with optional layer-wise lr decay + plateau schedule.
+
+        Returns:
+            Optimizer and learning-rate scheduler configuration.
+        """
+        hp = self.hparams
+        if hp['layer_decay'] is None:
+            params = [p for p in self.parameters() if p.requires_grad]
+            optimizer = AdamW(
+                params, lr=hp['lr'], betas=(0.9, 0.95), weight_decay=hp['weight_decay']
+            )
+        else:
+            no_wd: set[str] = getattr(self.model, 'no_weight_decay', set)()
+            groups = param_groups_layer_decay(
+                self.model,
+                weight_decay=hp['weight_decay'],
+                no_weight_decay_list=no_wd,
+                layer_decay=hp['layer_decay'],
+            )
+            for group in groups:
+                group['params'] = [p for p in group['params'] if p.requires_grad]
+                group['lr'] = hp['lr'] * group.pop('lr_scale', 1.0)
+            groups = [g for g in groups if g['params']]
+            optimizer = AdamW(groups, lr=hp['lr'], betas=(0.9, 0.95))
+        scheduler = ReduceLROnPlateau(optimizer, patience=hp['patience'])
+        return {
+            'optimizer': optimizer,
+            'lr_scheduler': {'scheduler': scheduler, 'monitor': self.monitor},
+        }
+
+    def on_train_epoch_start(self) -> None:
+        """Keep a frozen encoder in eval mode (only the head trains)."""
+        if self.hparams['freeze_backbone']:
+            self.model.eval()
+            self.model.head.train()
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: Tensor, res: Tensor | None = None) -> Tensor:
+        """Logits of the encoder and head.
+
+        Args:
+            x: (B, C, H, W) images.
+            res: (B,) per-sample ``gsd / reference_gsd``; None uses the encoder's
+                default. Ignored by encoders other than ScaleMAEEncoder.
+
+        Returns:
+            (B, num_classes) logits.
+        """
+        if isinstance(self.model, ScaleMAEEncoder):
+            out: Tensor = self.model(x, res=res)
+        else:
+            out = self.model(x)
+        return out
+
+    def batch_res(
+        self, batch: Mapping[str, Any], image: Tensor, native: int | None = None
+    ) -> Tensor:
+        """``res`` for a batch whose images are *image* (see ``res_mode``).
+
+        Args:
+            batch: The batch (``gsd`` read from it, already matching *image*).
+            image: (B, C, H, W) images fed to the encoder.
+            native: Native side in pixels for ``'reference'`` mode (default: W).
+
+        Returns:
+            float32 (B,) ``res`` on the image's device.
+        """
+        hp = self.hparams
+        gsd: Tensor | None = None
+        if hp['res_mode'] == 'gsd':
+            gsd = gsd_from_batch(batch, hp['default_gsd'])
+        return scale_res(
+            hp['res_mode'],
+            gsd=gsd,
+            size=image.shape[-1],
+            native=native or image.shape[-1],
+            batch_size=image.shape[0],
+            reference_gsd=hp['reference_gsd'],
+            base_res=hp['base_res'],
+            reference_size=hp['reference_size'],
+            device=image.device,
+        )
+
+    def _step(self, batch: Any, stage: str) -> tuple[Tensor, Tensor, Tensor]:
+        x = batch['image']
+        y = batch['label']
+        y_hat = self.forward(x, self.batch_res(batch, x)).squeeze(1)
+        metrics = getattr(self, f'{stage}_metrics')
+        metrics(y_hat, y)
+        target = y.float() if self.hparams['loss'] == 'bce' else y
+        loss: Tensor = self.criterion(y_hat, target)
+        self.log(f'{stage}_loss', loss, batch_size=x.shape[0])
+        return loss, y_hat, y
+
+    def training_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
+        """Compute the training loss with the batch's GSD.
+
+        Args:
+            batch: Dict with ``image`` (B, C, H, W), ``label`` and ``gsd`` (B,).
+            batch_idx: Batch index.
+            dataloader_idx: Dataloader index.
+
+        Returns:
+            The loss.
+        """
+        return self._step(batch, 'train')[0]
+
+    def validation_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        """Compute the validation loss and metrics with the batch's GSD.
+
+        Args:
+            batch: Dict with ``image``, ``label`` and ``gsd``.
+            batch_idx: Batch index.
+            dataloader_idx: Dataloader index.
+        """
+        self._step(batch, 'val')
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Test metrics at the native size and, with ``eval_scales``, at every scale.
+
+        Args:
+            batch: Dict with ``image``, ``label`` and ``gsd``.
+            batch_idx: Batch index.
+            dataloader_idx: Dataloader index.
+        """
+        self._step(batch, 'test')
+        scales = self.hparams['eval_scales']
+        if scales is None:
+            return
+        x = batch['image']
+        base = dict(batch)
+        try:
+            base[GSD_KEY] = gsd_from_batch(batch, self.hparams['default_gsd'])
+        except ValueError:
+            if self.hparams['res_mode'] == 'gsd':
+                raise
+        patch = getattr(getattr(self.model, 'patch_embed', None), 'patch_size', (1,))
+        for i, scale in enumerate(check_scales(scales)):
+            resized = resize_to_scale(
+                base,
+                scale,
+                int(patch[0]),
+                interpolation=self.hparams['interpolation'],
+                antialias=self.hparams['antialias'],
+            )
+            image = resized['image']
+            res = self.batch_res(resized, image, native=x.shape[-1])
+            y_hat = self.forward(image, res)
+            self._scale_metric(i).update(y_hat, batch['label'])
+            self._scale_res.setdefault(i, []).append(res.detach())
+            if resized.get(GSD_KEY) is not None:
+                self._scale_gsd.setdefault(i, []).append(resized[GSD_KEY].detach())
+            self._scale_size[i] = (int(image.shape[-2]), int(image.shape[-1]))
+
+    def _scale_metric(self, index: int) -> MulticlassAccuracy:
+        return cast(MulticlassAccuracy, self.scale_metrics[str(index)])
+
+    def on_test_epoch_end(self) -> None:
+        """Log test metrics and the per-scale accuracies (table, CSV and plot)."""
+        super().on_test_epoch_end()
+        scales = self.hparams['eval_scales']
+        if scales is None or not self._scale_size:
+            return
+        results = []
+        for i, scale in enumerate(check_scales(scales)):
+            metric = self._scale_metric(i)
+            gsd = self._scale_gsd.get(i)
+            results.append(
+                ScaleResult(
+                    scale=scale,
+                    height=self._scale_size[i][0],
+                    width=self._scale_size[i][1],
+                    gsd=float(torch.cat(gsd).median()) if gsd else math.nan,
+                    res=float(torch.cat(self._scale_res[i]).median()),
+                    accuracy=float(metric.compute()),
+                    num_queries=int(sum(r.numel() for r in self._scale_res[i])),
+                )
+            )
+            metric.reset()
+        for r in results:
+            self.log(metric_name('test_acc', r), r.accuracy)
+        self.scale_results = results
+        self._scale_gsd, self._scale_res, self._scale_size = {}, {}, {}
+        self._report(results)
+
+    @rank_zero_only
+    def _report(self, results: list[ScaleResult]) -> None:
+        hp = self.hparams
+        mode = 'linear probe' if hp['freeze_backbone'] else 'fine-tuned'
+        print(
+            format_table(results, f'Multi-scale test ({mode}): {hp["model"]}'),
+            flush=True,
+        )
+        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
+        write_csv(results, os.path.join(log_dir, 'classification_test_results.csv'))
+        plot_accuracy_vs_gsd(
+            {hp['model']: results},
+            os.path.join(log_dir, 'classification_test_accuracy_vs_gsd.png'),
+            title=f'Accuracy vs GSD ({mode})',
+        )
+
+    def predict_step(
+        self, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> Tensor:
+        """Class probabilities with the batch's GSD.
+
+        Args:
+            batch: Dict with ``image`` and ``gsd``.
+            batch_idx: Batch index.
+            dataloader_idx: Dataloader index.
+
+        Returns:
+            (B, num_classes) probabilities.
+        """
+        x = batch['image']
+        y_hat = self.forward(x, self.batch_res(batch, x))
+        if self.hparams['task'] == 'multiclass':
+            return y_hat.softmax(dim=1)
+        probs: Tensor = y_hat.sigmoid()
+        return probs
