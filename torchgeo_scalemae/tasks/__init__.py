@@ -2,4 +2,15 @@
 
 """torchgeo_scalemae.tasks."""
 
-__all__: tuple[str, ...] = ()
+from ._checkpoint import AtomicCheckpointIO
+from .classification import ScaleMAEClassification
+from .knn import MultiScaleKNN
+from .pretrain import NonFiniteLossError, ScaleMAEPretraining
+
+__all__: tuple[str, ...] = (
+    'AtomicCheckpointIO',
+    'MultiScaleKNN',
+    'NonFiniteLossError',
+    'ScaleMAEClassification',
+    'ScaleMAEPretraining',
+)

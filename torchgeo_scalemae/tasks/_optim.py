@@ -8,8 +8,10 @@ Private module; the public surface is
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
 #: Parameter-name suffixes treated as learned tokens (no weight decay by default).
 TOKEN_NAMES: tuple[str, ...] = (
@@ -143,3 +145,24 @@ class WarmupCosine:
         progress = min(1.0, (step - self.warmup_steps) / span) if span > 0 else 1.0
         cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
+
+
+class StepLambdaLR(LambdaLR):
+    """:class:`~torch.optim.lr_scheduler.LambdaLR` whose schedule is not restored.
+
+    A resumed run restores the step counter (``last_epoch``) and the peak LRs but
+    keeps the schedule built from the *current* trainer settings, so resuming with
+    the same settings continues the schedule exactly, and resuming with a larger
+    ``max_steps``/``max_epochs`` stretches the cosine to the new end instead of
+    staying at the old run's final LR.
+    """
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load the scheduler state except the schedule object's attributes.
+
+        Args:
+            state_dict: As returned by :meth:`state_dict`.
+        """
+        state = dict(state_dict)
+        state['lr_lambdas'] = [None] * len(self.lr_lambdas)
+        super().load_state_dict(state)
