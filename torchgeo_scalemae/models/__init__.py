@@ -5,6 +5,23 @@
 .. versionadded:: 0.1
 """
 
+from .bands import high_band_target, low_band_target, recombine_bands
+from .checkpoint import (
+    infer_reference_config,
+    load_reference_checkpoint,
+    reference_args_to_config,
+    scalemae_from_reference_checkpoint,
+)
+from .decoder import (
+    BandpassDecoder,
+    ChannelLayerNorm,
+    FastConv2d,
+    FastConvTranspose2d,
+    FeatureMappingBlock,
+    LaplacianHead,
+    head_upsampling_factors,
+    set_fast_ops,
+)
 from .encoder import (
     EncoderOutput,
     ScaleMAEEncoder,
@@ -13,15 +30,62 @@ from .encoder import (
     scalemae_vit_large_patch16,
     scalemae_vit_tiny_patch16,
 )
+from .loss import BAND_PRESETS, BandLosses, BandpassLoss
 from .pos_embed import GSDPositionalEmbedding, check_res
+from .reference import (
+    UNUSED_REFERENCE_KEYS,
+    convert_reference_state_dict,
+    reference_key_to_ours,
+)
+from .scale_mae import (
+    REFERENCE_CONFIG_KEYS,
+    ScaleMAE,
+    ScaleMAEOutput,
+    create_scalemae,
+    list_scalemae_models,
+    scalemae_pretrain_vit_base_patch16,
+    scalemae_pretrain_vit_huge_patch14,
+    scalemae_pretrain_vit_large_patch16,
+    scalemae_pretrain_vit_tiny_patch16,
+)
 
 __all__ = (
+    'BAND_PRESETS',
+    'REFERENCE_CONFIG_KEYS',
+    'UNUSED_REFERENCE_KEYS',
+    'BandLosses',
+    'BandpassDecoder',
+    'BandpassLoss',
+    'ChannelLayerNorm',
     'EncoderOutput',
+    'FastConv2d',
+    'FastConvTranspose2d',
+    'FeatureMappingBlock',
     'GSDPositionalEmbedding',
+    'LaplacianHead',
+    'ScaleMAE',
     'ScaleMAEEncoder',
+    'ScaleMAEOutput',
     'check_res',
+    'convert_reference_state_dict',
+    'create_scalemae',
+    'head_upsampling_factors',
+    'high_band_target',
+    'infer_reference_config',
+    'list_scalemae_models',
+    'load_reference_checkpoint',
+    'low_band_target',
+    'recombine_bands',
+    'reference_args_to_config',
+    'reference_key_to_ours',
+    'scalemae_from_reference_checkpoint',
+    'scalemae_pretrain_vit_base_patch16',
+    'scalemae_pretrain_vit_huge_patch14',
+    'scalemae_pretrain_vit_large_patch16',
+    'scalemae_pretrain_vit_tiny_patch16',
     'scalemae_vit_base_patch16',
     'scalemae_vit_huge_patch14',
     'scalemae_vit_large_patch16',
     'scalemae_vit_tiny_patch16',
+    'set_fast_ops',
 )

@@ -1,0 +1,442 @@
+# Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
+
+"""The full Scale-MAE model (encoder + band-pass decoder + loss) and its builders.
+
+.. versionadded:: 0.1
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .decoder import BandpassDecoder
+from .encoder import ScaleMAEEncoder
+from .loss import BandpassLoss
+
+__all__ = (
+    'REFERENCE_CONFIG_KEYS',
+    'ScaleMAE',
+    'ScaleMAEOutput',
+    'create_scalemae',
+    'list_scalemae_models',
+    'scalemae_pretrain_vit_base_patch16',
+    'scalemae_pretrain_vit_huge_patch14',
+    'scalemae_pretrain_vit_large_patch16',
+    'scalemae_pretrain_vit_tiny_patch16',
+)
+
+#: Keyword names of the reference ``MaskedAutoencoderViT`` constructor that
+#: :meth:`ScaleMAE.from_reference_config` accepts, with the fMoW recipe's values.
+REFERENCE_CONFIG_KEYS: dict[str, Any] = {
+    'img_size': 224,
+    'patch_size': 16,
+    'in_chans': 3,
+    'embed_dim': 1024,
+    'depth': 24,
+    'num_heads': 16,
+    'decoder_embed_dim': 512,
+    'decoder_depth': 3,
+    'decoder_num_heads': 16,
+    'mlp_ratio': 4.0,
+    'fcn_dim': 512,
+    'fcn_layers': 2,
+    'independent_fcn_head': True,
+    'progressive': False,
+    'band_config': (7, 56),
+    'use_l1_loss': False,
+    'l1_loss_weight': 1.0,
+}
+
+
+@dataclass
+class ScaleMAEOutput:
+    """Result of :meth:`ScaleMAE.forward`.
+
+    Attributes:
+        loss: total loss ``loss_high + loss_low`` (0-d float32), None without targets.
+        loss_low: low-band loss (0-d), None without targets.
+        loss_high: high-band loss (0-d), None without targets.
+        pred_low: (B, C, H, W) low-band prediction (input size).
+        pred_high: (B, C, 2H, 2W) high-band prediction (twice the input size).
+        mask: (B, N) patch mask, 1 = removed.
+
+    .. versionadded:: 0.1
+    """
+
+    loss: Tensor | None
+    loss_low: Tensor | None
+    loss_high: Tensor | None
+    pred_low: Tensor
+    pred_high: Tensor
+    mask: Tensor
+
+
+def _init_reference_weights(module: nn.Module) -> None:
+    """The reference's initialisation of one module (spec section 3)."""
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        if module.weight is not None:
+            nn.init.ones_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+class ScaleMAE(nn.Module):
+    """Scale-MAE for pretraining: GSD-aware encoder, band-pass decoder and loss.
+
+    Computes what the released ``MaskedAutoencoderViT`` computes (checked against
+    its outputs to 1e-5 in float32): patch embedding plus the GSD encoding of the
+    per-sample ``res``, MAE random masking, a ViT encoder, the
+    :class:`~.decoder.BandpassDecoder` and the masked :class:`~.loss.BandpassLoss`.
+    The target must be the same image at exactly twice the input size (half the
+    GSD): ``targets`` (B, C, 2H, 2W) for ``images`` (B, C, H, W).
+
+    Constructor keywords follow the reference constructor (see
+    :meth:`from_reference_config`); defaults are the fMoW recipe with a ViT-L/16.
+    Dead reference parameters (``pos_embed``, ``decoder_pos_embed``,
+    ``mask_token_decoder``) do not exist here.
+
+    If you use this model in your research, please cite https://arxiv.org/abs/2212.14532
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        img_size: int | tuple[int, int] = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 1024,
+        depth: int = 24,
+        num_heads: int = 16,
+        decoder_embed_dim: int = 512,
+        decoder_depth: int = 3,
+        decoder_num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        fcn_dim: int = 512,
+        fcn_layers: int = 2,
+        independent_fcn_head: bool = True,
+        progressive: bool = False,
+        band_config: tuple[int, int] | list[int] | None = None,
+        use_l1_loss: bool | None = None,
+        l1_loss_weight: float | None = None,
+        loss_preset: str = 'reference',
+        mask_ratio: float = 0.75,
+        res: float = 1.0,
+        drop_path_rate: float = 0.0,
+        fast_ops: bool = True,
+        checkpoint_heads: bool = False,
+        per_patch_loss: bool = True,
+    ) -> None:
+        """Initialise the model.
+
+        Args:
+            img_size: nominal input size (pixels); any multiple of the patch size works.
+            patch_size: patch size, pixels (even).
+            in_chans: input channels C (also the predictions' channels).
+            embed_dim: encoder width.
+            depth: encoder blocks.
+            num_heads: encoder attention heads.
+            decoder_embed_dim: decoder width.
+            decoder_depth: decoder transformer blocks.
+            decoder_num_heads: decoder attention heads.
+            mlp_ratio: MLP ratio of all transformer blocks.
+            fcn_dim: Laplacian head width.
+            fcn_layers: feature mapping blocks per head.
+            independent_fcn_head: two heads with separate weights (recipe) or one shared.
+            progressive: chain the high upsampling branch on the low one.
+            band_config: ``(high_blur, low_size)`` in pixels, released-code meaning;
+                None takes the loss preset's.
+            use_l1_loss: L1 (True) or L2 (False) on the high band; None: preset.
+            l1_loss_weight: weight of the L1 high-band loss; None: preset.
+            loss_preset: ``'reference'`` (band (7, 56), L2 + L2) or ``'paper'``
+                (band (14, 56), L1 high band).
+            mask_ratio: default fraction of patches removed, in [0, 1).
+            res: default per-sample scale when ``forward`` gets no ``res``.
+            drop_path_rate: stochastic depth of the encoder (0 in the reference).
+            fast_ops: exact fast layer implementations in the decoder.
+            checkpoint_heads: activation checkpointing of the Laplacian heads.
+            per_patch_loss: per-patch masked sums in the loss (exact, cheaper).
+
+        Raises:
+            ValueError: for inconsistent settings.
+        """
+        super().__init__()
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f'mask_ratio must be in [0, 1), got {mask_ratio}')
+        self.encoder = ScaleMAEEncoder(
+            res=res,
+            img_size=img_size,
+            patch_size=patch_size,
+            in_chans=in_chans,
+            num_classes=0,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            qkv_bias=True,
+            drop_path_rate=drop_path_rate,
+            weight_init='skip',
+        )
+        self.decoder = BandpassDecoder(
+            encoder_dim=embed_dim,
+            out_chans=in_chans,
+            patch_size=patch_size,
+            embed_dim=decoder_embed_dim,
+            depth=decoder_depth,
+            num_heads=decoder_num_heads,
+            mlp_ratio=mlp_ratio,
+            fcn_dim=fcn_dim,
+            fcn_layers=fcn_layers,
+            independent_heads=independent_fcn_head,
+            progressive=progressive,
+            fast_ops=fast_ops,
+            checkpoint_heads=checkpoint_heads,
+        )
+        self.loss = BandpassLoss(
+            loss_preset,
+            band_config=band_config,
+            use_l1_loss=use_l1_loss,
+            l1_loss_weight=l1_loss_weight,
+            per_patch=per_patch_loss,
+        )
+        self.mask_ratio = float(mask_ratio)
+        self.in_chans = in_chans
+        self.patch_size = patch_size
+        self.initialize_weights()
+
+    @classmethod
+    def from_reference_config(cls, **kwargs: Any) -> 'ScaleMAE':
+        """Build from the reference constructor's keyword names.
+
+        Accepted keywords (fMoW recipe defaults): ``img_size=224, patch_size=16,
+        in_chans=3, embed_dim=1024, depth=24, num_heads=16, decoder_embed_dim=512,
+        decoder_depth=3, decoder_num_heads=16, mlp_ratio=4.0, fcn_dim=512,
+        fcn_layers=2, independent_fcn_head=True, progressive=False,
+        band_config=(7, 56), use_l1_loss=False, l1_loss_weight=1.0``.
+
+        Args:
+            **kwargs: any of the keywords above.
+
+        Returns:
+            The model.
+
+        Raises:
+            TypeError: for a keyword the reference constructor does not have (or that
+                this implementation does not support), naming it.
+        """
+        unknown = sorted(set(kwargs) - set(REFERENCE_CONFIG_KEYS))
+        if unknown:
+            raise TypeError(
+                f'unknown reference config keys {unknown}; accepted: '
+                f'{sorted(REFERENCE_CONFIG_KEYS)}'
+            )
+        config = {**REFERENCE_CONFIG_KEYS, **kwargs}
+        return cls(**config)
+
+    def initialize_weights(self) -> None:
+        """Initialise as the reference does (spec section 3).
+
+        Every Linear Xavier-uniform with zero bias, every LayerNorm (1, 0), the patch
+        embedding Xavier-uniform on its flattened weight, class and mask tokens
+        N(0, 0.02); convolutions keep PyTorch's default initialisation.
+        """
+        self.apply(_init_reference_weights)
+        weight = self.encoder.patch_embed.proj.weight
+        with torch.no_grad():
+            flat = torch.empty_like(weight).view(weight.shape[0], -1)
+            nn.init.xavier_uniform_(flat)
+            weight.copy_(flat.view_as(weight))
+        assert self.encoder.cls_token is not None
+        nn.init.normal_(self.encoder.cls_token, std=0.02)
+        nn.init.normal_(self.decoder.mask_token, std=0.02)
+
+    def forward(
+        self,
+        images: Tensor,
+        res: Tensor | float | None = None,
+        targets: Tensor | None = None,
+        noise: Tensor | None = None,
+        mask_ratio: float | None = None,
+    ) -> ScaleMAEOutput:
+        """Mask, encode, decode and (with targets) compute the loss.
+
+        Args:
+            images: (B, C, H, W) inputs; H, W multiples of the patch size.
+            res: per-sample scale ``gsd / reference_gsd`` of ``images``, (B,) or a
+                float; None uses ``encoder.res``. The decoder uses the same value.
+            targets: (B, C, 2H, 2W) the same scene at twice the resolution, or None.
+            noise: optional (B, N) masking noise (smallest noise is kept).
+            mask_ratio: overrides :attr:`mask_ratio`.
+
+        Returns:
+            A :class:`ScaleMAEOutput`.
+
+        Raises:
+            ValueError: for bad images, ``res``, ``noise`` or a target that is not
+                exactly (B, C, 2H, 2W).
+        """
+        b = self._check_targets(images, targets)[0]
+        ratio = self.mask_ratio if mask_ratio is None else mask_ratio
+        res_t = self.encoder._resolve_res(res, b)
+        enc = self.encoder.forward_masked(images, res_t, ratio, noise)
+        pred_low, pred_high = self.decoder(
+            enc.latent, enc.ids_restore, res_t, enc.grid_size
+        )
+        if targets is None:
+            return ScaleMAEOutput(None, None, None, pred_low, pred_high, enc.mask)
+        losses = self.loss(pred_low, pred_high, targets, enc.mask, enc.grid_size)
+        return ScaleMAEOutput(
+            losses.loss,
+            losses.loss_low,
+            losses.loss_high,
+            pred_low,
+            pred_high,
+            enc.mask,
+        )
+
+    def _check_targets(
+        self, images: Tensor, targets: Tensor | None
+    ) -> tuple[int, int, int, int]:
+        """Validate the images and the target size; return the image shape."""
+        self.encoder._check_input(images)
+        b, c, h, w = images.shape
+        if targets is not None:
+            expected = (b, c, 2 * h, 2 * w)
+            if not isinstance(targets, Tensor) or tuple(targets.shape) != expected:
+                got = tuple(targets.shape) if isinstance(targets, Tensor) else targets
+                raise ValueError(
+                    f'targets must be exactly twice the input size, {expected} for '
+                    f'images of shape {tuple(images.shape)}, got {got}'
+                )
+        return b, c, h, w
+
+
+def scalemae_pretrain_vit_tiny_patch16(**kwargs: Any) -> ScaleMAE:
+    """Test-sized Scale-MAE: encoder 64-d, 2 blocks, 4 heads; decoder 32-d, 3 blocks.
+
+    The size of the reference parity fixtures (4 decoder heads, fcn 32 x 2).
+
+    Args:
+        **kwargs: overrides of :class:`ScaleMAE` arguments.
+
+    Returns:
+        The model.
+
+    .. versionadded:: 0.1
+    """
+    config: dict[str, Any] = {
+        'img_size': 64,
+        'embed_dim': 64,
+        'depth': 2,
+        'num_heads': 4,
+        'decoder_embed_dim': 32,
+        'decoder_depth': 3,
+        'decoder_num_heads': 4,
+        'fcn_dim': 32,
+        'fcn_layers': 2,
+    }
+    return ScaleMAE(**{**config, **kwargs})
+
+
+def scalemae_pretrain_vit_base_patch16(**kwargs: Any) -> ScaleMAE:
+    """Scale-MAE ViT-B/16 with the recipe decoder (512-d, 3 blocks, 16 heads, fcn 512 x 2).
+
+    Args:
+        **kwargs: overrides of :class:`ScaleMAE` arguments.
+
+    Returns:
+        The model.
+
+    .. versionadded:: 0.1
+    """
+    config: dict[str, Any] = {'embed_dim': 768, 'depth': 12, 'num_heads': 12}
+    return ScaleMAE(**{**config, **kwargs})
+
+
+def scalemae_pretrain_vit_large_patch16(**kwargs: Any) -> ScaleMAE:
+    """Scale-MAE ViT-L/16 with the recipe decoder (the released model's architecture).
+
+    Args:
+        **kwargs: overrides of :class:`ScaleMAE` arguments.
+
+    Returns:
+        The model.
+
+    .. versionadded:: 0.1
+    """
+    config: dict[str, Any] = {'embed_dim': 1024, 'depth': 24, 'num_heads': 16}
+    return ScaleMAE(**{**config, **kwargs})
+
+
+def scalemae_pretrain_vit_huge_patch14(**kwargs: Any) -> ScaleMAE:
+    """Scale-MAE ViT-H/14 with the recipe decoder.
+
+    The Laplacian heads upsample by 7 x 1 instead of 4 x 2 so that the predictions
+    come out at the input size and twice the input size (see
+    :func:`~.decoder.head_upsampling_factors`).
+
+    Args:
+        **kwargs: overrides of :class:`ScaleMAE` arguments.
+
+    Returns:
+        The model.
+
+    .. versionadded:: 0.1
+    """
+    config: dict[str, Any] = {
+        'patch_size': 14,
+        'embed_dim': 1280,
+        'depth': 32,
+        'num_heads': 16,
+    }
+    return ScaleMAE(**{**config, **kwargs})
+
+
+_BUILDERS: dict[str, Callable[..., ScaleMAE]] = {
+    'scalemae_pretrain_vit_tiny_patch16': scalemae_pretrain_vit_tiny_patch16,
+    'scalemae_pretrain_vit_base_patch16': scalemae_pretrain_vit_base_patch16,
+    'scalemae_pretrain_vit_large_patch16': scalemae_pretrain_vit_large_patch16,
+    'scalemae_pretrain_vit_huge_patch14': scalemae_pretrain_vit_huge_patch14,
+    'scalemae': scalemae_pretrain_vit_large_patch16,
+}
+
+
+def list_scalemae_models() -> list[str]:
+    """Names accepted by :func:`create_scalemae`.
+
+    Returns:
+        Sorted builder names (``scalemae`` is ViT-L/16).
+
+    .. versionadded:: 0.1
+    """
+    return sorted(_BUILDERS)
+
+
+def create_scalemae(name: str, **kwargs: Any) -> ScaleMAE:
+    """Build a full Scale-MAE by builder name.
+
+    Args:
+        name: one of :func:`list_scalemae_models` (for example
+            ``'scalemae_pretrain_vit_base_patch16'``).
+        **kwargs: overrides of :class:`ScaleMAE` arguments.
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: for an unknown name.
+
+    .. versionadded:: 0.1
+    """
+    if name not in _BUILDERS:
+        raise ValueError(
+            f'unknown Scale-MAE model {name!r}; choose one of {list_scalemae_models()}'
+        )
+    return _BUILDERS[name](**kwargs)
