@@ -1,0 +1,205 @@
+# Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from rasterio.transform import from_origin
+from torchgeo.datasets import stack_samples
+
+from torchgeo_scalemae.datamodules import (
+    GeoTIFFGSDDataModule,
+    GSDRasterDataset,
+    MultiResolutionPatchSampler,
+    default_raster_path,
+    metres_per_crs_unit,
+)
+from torchgeo_scalemae.gsd import gsd_from_batch
+from torchgeo_scalemae.transforms import GSDRandomResizedCrop, ScaleMAEPair
+
+
+def write_raster(
+    path: Path,
+    crs: str,
+    res: float,
+    size: int = 64,
+    x0: float = 500000.0,
+    y0: float = 4000000.0,
+) -> Path:
+    profile = {
+        'driver': 'GTiff',
+        'width': size,
+        'height': size,
+        'count': 3,
+        'dtype': 'uint8',
+        'crs': crs,
+        'transform': from_origin(x0, y0, res, res),
+    }
+    rng = np.random.default_rng(0)
+    with rasterio.open(path, 'w', **profile) as dst:
+        dst.write(rng.integers(0, 256, (3, size, size), dtype=np.uint8))
+    return path
+
+
+def test_default_raster() -> None:
+    path = default_raster_path()
+    assert path.is_file()
+    assert path.stat().st_size < 2_000_000
+    with rasterio.open(path) as src:
+        assert src.count == 3
+        assert src.crs.to_epsg() == 32617
+        assert src.res == pytest.approx((0.1, 0.1))
+        assert min(src.width, src.height) >= 256
+    ds = GSDRasterDataset(path)
+    xs, ys, _ = ds.bounds
+    sample = ds[xs.start : xs.start + 3.2, ys.start : ys.start + 3.2]
+    assert sample['image'].shape == (3, 32, 32)
+    assert sample['gsd'].item() == pytest.approx(0.1)  # the file's resolution
+
+
+@pytest.mark.parametrize(
+    ('crs', 'res', 'gsd'),
+    [('EPSG:32633', 0.5, 0.5), ('EPSG:3857', 2.0, 2.0), ('EPSG:2263', 1.0, 0.3048006)],
+)
+def test_raster_gsd_equals_resolution(
+    tmp_path: Path, crs: str, res: float, gsd: float
+) -> None:
+    path = write_raster(tmp_path / 'a.tif', crs, res, x0=1000.0, y0=200000.0)
+    ds = GSDRasterDataset(tmp_path)
+    assert ds.res == (res, res)
+    xs, ys, _ = ds.bounds
+    sample = ds[xs.start : xs.start + 16 * res, ys.start : ys.start + 16 * res]
+    assert sample['image'].shape == (3, 16, 16)
+    assert sample['gsd'].item() == pytest.approx(gsd, rel=1e-6)
+    with rasterio.open(path) as src:
+        assert src.res[0] * metres_per_crs_unit(src.crs) == pytest.approx(gsd)  # type: ignore[operator]
+    # read at another resolution (GeoSlice step): gsd follows the step
+    sample = ds[
+        xs.start : xs.start + 8 * 2 * res : 2 * res,
+        ys.start : ys.start + 8 * 2 * res : 2 * res,
+    ]
+    assert sample['image'].shape == (3, 8, 8)
+    assert sample['gsd'].item() == pytest.approx(2 * gsd, rel=1e-6)
+
+
+def test_geographic_crs_refused(tmp_path: Path) -> None:
+    write_raster(tmp_path / 'wgs84.tif', 'EPSG:4326', 1e-5, x0=10.0, y0=45.0)
+    with pytest.raises(
+        ValueError, match=r'not projected in a linear unit.*degree.*gsd='
+    ):
+        GSDRasterDataset(tmp_path)
+    with pytest.raises(ValueError, match='not projected'):
+        GeoTIFFGSDDataModule(str(tmp_path), patch_size=8).setup('fit')
+    # with an explicit GSD it is accepted, and scaled with the read resolution
+    ds = GSDRasterDataset(tmp_path, gsd=1.1)
+    xs, ys, _ = ds.bounds
+    assert ds[xs.start : xs.start + 8e-5, ys.start : ys.start + 8e-5][
+        'gsd'
+    ].item() == pytest.approx(1.1)
+    step = 2e-5
+    sample = ds[
+        xs.start : xs.start + 8 * step : step, ys.start : ys.start + 8 * step : step
+    ]
+    assert sample['gsd'].item() == pytest.approx(2.2)
+    # or reproject to a metric CRS
+    ds = GSDRasterDataset(tmp_path, crs='EPSG:32632')
+    assert 0.5 < ds.res[0] < 2.0
+    xs, ys, _ = ds.bounds
+    sample = ds[
+        xs.start : xs.start + 4 * ds.res[0], ys.start : ys.start + 4 * ds.res[1]
+    ]
+    assert sample['gsd'].item() == pytest.approx(ds.res[0], rel=1e-6)
+
+
+def test_metres_per_crs_unit() -> None:
+    assert metres_per_crs_unit('EPSG:32617') == 1.0
+    assert metres_per_crs_unit('EPSG:2263') == pytest.approx(0.3048006)
+    assert metres_per_crs_unit('EPSG:4326', raise_error=False) is None
+    with pytest.raises(ValueError, match='cannot read the CRS'):
+        metres_per_crs_unit('not a crs')
+    with pytest.raises(ValueError, match='positive'):
+        GSDRasterDataset(default_raster_path(), gsd=-1.0)
+
+
+def test_multi_resolution_sampler() -> None:
+    ds = GSDRasterDataset(default_raster_path())
+    sampler = MultiResolutionPatchSampler(
+        ds, size=16, resolutions=[0.1, 0.2, 0.4], length=5, generator=0
+    )
+    slices = list(sampler)
+    assert len(slices) == len(sampler) == 15
+    samples = [ds[s] for s in slices]
+    batch = stack_samples(samples)
+    assert batch['image'].shape == (15, 3, 16, 16)
+    assert torch.allclose(batch['gsd'], torch.tensor([0.1, 0.2, 0.4] * 5))
+    # the same places at several resolutions: groups of 3 share a centre
+    b = batch['bounds'].double()
+    centre_x = (b[:, 0] + b[:, 1]) / 2
+    assert torch.allclose(
+        centre_x.view(5, 3), centre_x.view(5, 3)[:, :1].expand(5, 3), atol=1e-1
+    )
+    assert not torch.allclose(centre_x[0], centre_x[3])
+    # footprints scale with the resolution
+    width = (b[:, 1] - b[:, 0]).view(5, 3)
+    assert torch.allclose(
+        width, torch.tensor([1.6, 3.2, 6.4], dtype=torch.float64).expand(5, 3), atol=0.1
+    )
+    random = MultiResolutionPatchSampler(
+        ds, size=16, resolutions=[0.1, 0.2], length=20, mode='random', generator=0
+    )
+    assert len(random) == 20
+    assert {s[0].step for s in random} == {0.1, 0.2}
+
+
+def test_multi_resolution_sampler_errors() -> None:
+    ds = GSDRasterDataset(default_raster_path())
+    with pytest.raises(ValueError, match='resolutions'):
+        MultiResolutionPatchSampler(ds, size=16, resolutions=[])
+    with pytest.raises(ValueError, match='resolutions'):
+        MultiResolutionPatchSampler(ds, size=16, resolutions=[0.1, -1.0])
+    with pytest.raises(ValueError, match='mode'):
+        MultiResolutionPatchSampler(ds, size=16, resolutions=[0.1], mode='some')
+    with pytest.raises(ValueError, match='too small'):
+        MultiResolutionPatchSampler(ds, size=256, resolutions=[1.0])
+
+
+def test_datamodule_default_raster() -> None:
+    dm = GeoTIFFGSDDataModule(
+        patch_size=32, batch_size=6, resolutions=[0.1, 0.2, 0.4], length=4
+    )
+    dm.setup('fit')
+    batch = next(iter(dm.train_dataloader()))
+    assert batch['image'].shape == (6, 3, 32, 32)
+    assert torch.allclose(batch['gsd'], torch.tensor([0.1, 0.2, 0.4, 0.1, 0.2, 0.4]))
+    assert torch.allclose(
+        gsd_from_batch({'image': batch['image'], 'bounds': batch['bounds']}),
+        batch['gsd'],
+    )
+    batch = dm.aug(batch)
+    assert batch['image'].max() <= 1
+    # per-sample GSDs survive augmentation, and bounds follow
+    pair = ScaleMAEPair(8)(batch)
+    assert pair['target'].shape == (6, 3, 16, 16)
+    assert torch.allclose(pair['gsd'], 2 * pair['target_gsd'])
+    assert torch.allclose(pair['bounds'][:, 2], pair['gsd'], rtol=1e-5)
+    out = GSDRandomResizedCrop(16, scale=(1.0, 1.0))(batch)
+    assert torch.allclose(out['gsd'], batch['gsd'] * 2)
+    val = next(iter(dm.val_dataloader()))
+    assert torch.allclose(val['gsd'], torch.full((6,), 0.1))
+    dm.setup('test')
+    dm.setup('predict')
+    assert len(dm.test_sampler) == len(dm.predict_sampler) == 169  # type: ignore[arg-type]
+
+
+def test_datamodule_plain_sampler_and_errors(tmp_path: Path) -> None:
+    write_raster(tmp_path / 'a.tif', 'EPSG:32633', 0.3)
+    dm = GeoTIFFGSDDataModule(str(tmp_path), patch_size=16, batch_size=4, length=4)
+    dm.setup('fit')
+    batch = next(iter(dm.train_dataloader()))
+    assert torch.allclose(batch['gsd'], torch.full((4,), 0.3))
+    with pytest.raises(ValueError, match='resolution_mode'):
+        GeoTIFFGSDDataModule(str(tmp_path), resolution_mode='x')
+    with pytest.raises(ValueError, match='std'):
+        GeoTIFFGSDDataModule(str(tmp_path), std=0.0)

@@ -1,0 +1,203 @@
+# Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from PIL import Image
+from rasterio.transform import from_origin
+
+from tests.conftest import shared_path
+from torchgeo_scalemae.datamodules import ImageFolderGSD, ImageFolderGSDDataModule
+from torchgeo_scalemae.transforms import GSDRandomResizedCrop
+
+
+def write_images(
+    root: Path, classes: list[str] | None, n: int = 4, size: int = 16
+) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for folder in classes or ['']:
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            path = root / folder / f'img_{i}.png'
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+                path
+            )
+            paths.append(path)
+    return paths
+
+
+def test_labelled_constant_gsd(tmp_path: Path) -> None:
+    write_images(tmp_path, ['forest', 'airport'])
+    ds = ImageFolderGSD(tmp_path, gsd=0.5)
+    assert ds.labelled
+    assert ds.classes == ['airport', 'forest']
+    assert len(ds) == 8
+    sample = ds[0]
+    assert sample['image'].shape == (3, 16, 16)
+    assert sample['image'].dtype == torch.float32
+    assert sample['image'].max() > 1  # raw 0-255 values; the datamodule scales
+    assert sample['gsd'].shape == ()
+    assert sample['gsd'].item() == 0.5
+    assert sample['label'].item() == 0
+    assert ds[7]['label'].item() == 1
+
+
+def test_flat_folder_csv(tmp_path: Path) -> None:
+    paths = write_images(tmp_path, None, n=3)
+    (tmp_path / 'gsd.csv').write_text('path,gsd\nimg_0.png,0.3\nimg_2.png,1.5\n')
+    ds = ImageFolderGSD(tmp_path, gsd=10.0, gsd_csv=tmp_path / 'gsd.csv')
+    assert not ds.labelled
+    assert 'label' not in ds[0]
+    assert [ds[i]['gsd'].item() for i in range(3)] == pytest.approx([0.3, 10.0, 1.5])
+    # absolute paths work too; without a fallback a missing row is an error
+    (tmp_path / 'abs.csv').write_text(f'path,gsd\n{paths[0]},2\n')
+    ds = ImageFolderGSD(tmp_path, gsd_csv=tmp_path / 'abs.csv')
+    assert ds[0]['gsd'].item() == 2.0
+    with pytest.raises(ValueError, match=r'no GSD for .*img_1\.png'):
+        ds[1]
+
+
+@pytest.mark.parametrize(
+    ('text', 'match'),
+    [
+        ('file,gsd\na.png,1\n', 'columns path,gsd'),
+        ('path,gsd\nimg_0.png,0\n', "line 2 \\('img_0.png'\\).*positive"),
+        ('path,gsd\nimg_0.png,-3\n', 'positive'),
+        ('path,gsd\nimg_0.png,nan\n', 'positive'),
+        ('path,gsd\nimg_0.png,abc\n', "'abc' is not a number"),
+    ],
+)
+def test_bad_csv(tmp_path: Path, text: str, match: str) -> None:
+    write_images(tmp_path, None, n=1)
+    (tmp_path / 'gsd.csv').write_text(text)
+    with pytest.raises(ValueError, match=match):
+        ImageFolderGSD(tmp_path, gsd_csv=tmp_path / 'gsd.csv')
+
+
+def test_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match='not a folder'):
+        ImageFolderGSD(tmp_path / 'missing', gsd=1.0)
+    with pytest.raises(ValueError, match='no images'):
+        ImageFolderGSD(tmp_path, gsd=1.0)
+    write_images(tmp_path, None, n=1)
+    for bad in (0.0, -1.0, float('nan'), float('inf')):
+        with pytest.raises(ValueError, match='positive'):
+            ImageFolderGSD(tmp_path, gsd=bad)
+    with pytest.raises(ValueError, match='no GSD for'):
+        ImageFolderGSD(tmp_path)[0]
+    with pytest.raises(ValueError, match='image_size'):
+        ImageFolderGSD(tmp_path, gsd=1.0, image_size=0)
+    with pytest.raises(ValueError, match='val_split_pct'):
+        ImageFolderGSDDataModule(str(tmp_path), gsd=1.0, val_split_pct=1.5)
+    with pytest.raises(ValueError, match='< 1'):
+        ImageFolderGSDDataModule(
+            str(tmp_path), gsd=1.0, val_split_pct=0.5, test_split_pct=0.5
+        )
+
+
+def test_image_size_scales_gsd(tmp_path: Path) -> None:
+    write_images(tmp_path / 'a', None, n=1, size=40)
+    write_images(tmp_path / 'b', None, n=1, size=10)
+    ds = ImageFolderGSD(tmp_path, gsd=1.0, image_size=20)
+    assert ds[0]['image'].shape == (3, 20, 20)
+    assert ds[0]['gsd'].item() == pytest.approx(2.0)  # 40 px -> 20 px
+    assert ds[1]['gsd'].item() == pytest.approx(0.5)  # 10 px -> 20 px
+
+
+def test_geotiff_in_folder_reads_gsd(tmp_path: Path) -> None:
+    profile = {
+        'driver': 'GTiff',
+        'width': 8,
+        'height': 8,
+        'count': 3,
+        'dtype': 'uint8',
+        'crs': 'EPSG:32633',
+        'transform': from_origin(500000, 4000000, 0.25, 0.25),
+    }
+    with rasterio.open(tmp_path / 'a.tif', 'w', **profile) as dst:
+        dst.write(np.ones((3, 8, 8), dtype=np.uint8))
+    ds = ImageFolderGSD(tmp_path)
+    assert ds[0]['gsd'].item() == 0.25
+    assert ds[0]['image'].shape == (3, 8, 8)
+
+
+def test_datamodule_batches(tmp_path: Path) -> None:
+    write_images(tmp_path, ['a', 'b', 'c'], n=10)
+    csv = tmp_path / 'gsd.csv'
+    csv.write_text(
+        'path,gsd\n' + ''.join(f'a/img_{i}.png,{0.1 * (i + 1)}\n' for i in range(10))
+    )
+    dm = ImageFolderGSDDataModule(
+        str(tmp_path),
+        gsd=2.0,
+        gsd_csv=str(csv),
+        batch_size=30,
+        val_split_pct=0.2,
+        test_split_pct=0.1,
+    )
+    dm.setup('fit')
+    dm.setup('test')
+    assert len(dm.train_dataset) == 21  # type: ignore[arg-type]
+    assert len(dm.val_dataset) == 6  # type: ignore[arg-type]
+    assert len(dm.test_dataset) == 3  # type: ignore[arg-type]
+    batch = next(iter(dm.val_dataloader()))
+    # per-sample GSDs survive collation ...
+    expected = torch.tensor(
+        [
+            0.1 * (int(dm.dataset.files[i].stem.split('_')[1]) + 1)
+            if dm.dataset.targets[i] == 0
+            else 2.0  # type: ignore[union-attr]
+            for i in dm.val_dataset.indices  # type: ignore[union-attr]
+        ]
+    )
+    assert batch['gsd'].shape == (6,)
+    assert torch.allclose(batch['gsd'], expected)
+    # ... the datamodule's normalisation (0-1) ...
+    batch = dm.aug(batch)
+    assert 0 <= batch['image'].min() and batch['image'].max() <= 1
+    assert torch.allclose(batch['gsd'], expected)
+    # ... and augmentation
+    aug = GSDRandomResizedCrop(8)
+    out = aug(batch)
+    src = aug.crop._params['src']
+    assert torch.allclose(out['gsd'], expected * (src[:, 1, 0] - src[:, 0, 0] + 1) / 8)
+    assert batch['label'].shape == (6,)
+
+
+def test_separate_val_root(tmp_path: Path) -> None:
+    write_images(tmp_path / 'train', ['a', 'b'], n=2)
+    write_images(tmp_path / 'val', ['a', 'b'], n=1)
+    dm = ImageFolderGSDDataModule(
+        str(tmp_path / 'train'),
+        gsd=1.0,
+        val_root=str(tmp_path / 'val'),
+        test_split_pct=0.0,
+    )
+    dm.setup('fit')
+    assert len(dm.train_dataset) == 4  # type: ignore[arg-type]
+    assert len(dm.val_dataset) == 2  # type: ignore[arg-type]
+
+
+@pytest.mark.shared
+def test_aid150_subset() -> None:
+    root = shared_path('data', 'aid150')
+    dm = ImageFolderGSDDataModule(
+        str(root),
+        gsd=8.0,
+        batch_size=8,
+        max_per_class=2,
+        val_split_pct=0.25,
+        test_split_pct=0.0,
+    )
+    dm.setup('fit')
+    assert len(dm.dataset.classes) == 30  # type: ignore[union-attr]
+    assert len(dm.dataset) == 60  # type: ignore[arg-type]
+    batch = dm.aug(next(iter(dm.train_dataloader())))
+    assert batch['image'].shape == (8, 3, 150, 150)
+    assert batch['image'].max() <= 1
+    assert torch.equal(batch['gsd'], torch.full((8,), 8.0))
+    assert batch['label'].dtype == torch.long

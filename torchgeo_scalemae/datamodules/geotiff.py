@@ -1,0 +1,421 @@
+# Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
+
+"""GeoTIFFs through TorchGeo's RasterDataset and samplers, with ``gsd`` per sample.
+
+.. versionadded:: 0.1
+"""
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyproj
+import shapely
+import torch
+from geopandas import GeoSeries  # type: ignore[import-untyped]
+from shapely import Polygon
+from torchgeo.datamodules import GeoDataModule
+from torchgeo.datasets import GeoDataset, RasterDataset
+from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler, SpatialSampler
+
+from ..gsd import GSD_KEY
+
+__all__ = (
+    'GSDRasterDataset',
+    'GeoTIFFGSDDataModule',
+    'MultiResolutionPatchSampler',
+    'default_raster_path',
+    'metres_per_crs_unit',
+)
+
+DEFAULT_RASTER = 'neon_osbs_rgb_0.1m.tif'
+
+
+def default_raster_path() -> Path:
+    """Return the path of the small real raster bundled with the package.
+
+    A 400 x 400 px RGB (uint8) Cloud-Optimised GeoTIFF at 0.1 m GSD in EPSG:32617
+    (UTM 17N): NEON airborne camera imagery of the Ordway-Swisher Biological Station,
+    Florida (public domain, CC0 1.0; credit NEON). See :doc:`/user/data`.
+
+    Returns:
+        Path to the GeoTIFF inside the installed package.
+
+    .. versionadded:: 0.1
+    """
+    return Path(str(resources.files('torchgeo_scalemae') / 'data' / DEFAULT_RASTER))
+
+
+def metres_per_crs_unit(crs: Any, raise_error: bool = True) -> float | None:
+    """Return how many metres one horizontal unit of a projected CRS is.
+
+    Args:
+        crs: Anything :meth:`pyproj.CRS.from_user_input` accepts (a pyproj or
+            rasterio CRS, ``'EPSG:32633'``, WKT).
+        raise_error: Raise for a geographic or unit-less CRS (else return None).
+
+    Returns:
+        Metres per CRS unit (1 for metres, 0.3048006 for US survey feet), or None.
+
+    Raises:
+        ValueError: If ``crs`` is geographic (degrees) or has no linear unit and
+            ``raise_error`` is set; the message says how to proceed.
+
+    .. versionadded:: 0.1
+    """
+    try:
+        parsed = pyproj.CRS.from_user_input(crs)
+    except pyproj.exceptions.CRSError as error:
+        if raise_error:
+            raise ValueError(f'cannot read the CRS {crs!r}: {error}') from None
+        return None
+    axis = parsed.axis_info[0] if parsed.axis_info else None
+    unit = axis.unit_name if axis is not None else 'unknown'
+    linear = (
+        not parsed.is_geographic
+        and axis is not None
+        and axis.unit_conversion_factor > 0
+        and unit not in ('degree', 'radian', 'grad', 'arc-second', 'unknown')
+    )
+    if not linear:
+        if raise_error:
+            raise ValueError(
+                f'the CRS {parsed.name!r} ({parsed.to_string()}) is not projected in '
+                f'a linear unit (its unit is {unit!r}), so a GSD in metres cannot be '
+                'derived from the raster resolution. Pass crs= a projected CRS '
+                "(e.g. the UTM zone, 'EPSG:326xx') to reproject, or gsd= the GSD in "
+                'metres per native pixel'
+            )
+        return None
+    assert axis is not None
+    return float(axis.unit_conversion_factor)
+
+
+class GSDRasterDataset(RasterDataset):
+    """A :class:`~torchgeo.datasets.RasterDataset` whose samples carry ``gsd``.
+
+    Reads any GeoTIFFs (``filename_glob``) from files or folders. Every sample gets
+    ``gsd``: the resolution the sample was read at (the GeoSlice step, or the
+    dataset resolution), converted from CRS units to metres. A geographic CRS
+    (degrees) is refused unless ``gsd`` (metres per native pixel) is given, in
+    which case ``gsd`` is scaled by ``step / native resolution``.
+
+    Samples: ``image`` float32 ``(C, H, W)`` raw values, ``gsd`` 0-d float32
+    metres per pixel, ``bounds`` and ``transform`` (TorchGeo).
+
+    Args:
+        paths: Files or folders of GeoTIFFs.
+        crs: CRS to warp to (defaults to the first file's).
+        res: Resolution in CRS units to read at (defaults to the first file's).
+        gsd: GSD in metres per native pixel, required for non-metric CRSs.
+        bands: 1-based band indexes to read (defaults to all).
+        filename_glob: Glob of the files in folders.
+        transforms: Transform of each sample (applied after ``gsd`` is set).
+        cache: Cache file handles.
+
+    .. versionadded:: 0.1
+    """
+
+    filename_glob = '*.tif'
+
+    def __init__(
+        self,
+        paths: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] = 'data',
+        crs: Any = None,
+        res: float | tuple[float, float] | None = None,
+        gsd: float | None = None,
+        bands: Sequence[int] | None = None,
+        filename_glob: str | None = None,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        cache: bool = True,
+    ) -> None:
+        """Initialize a new GSDRasterDataset."""
+        if filename_glob is not None:
+            self.filename_glob = filename_glob
+        if isinstance(paths, str | os.PathLike):
+            paths = str(paths)
+        else:
+            paths = [str(p) for p in paths]
+        super().__init__(paths, crs=crs, res=res, transforms=None, cache=cache)
+        self.gsd_transforms = transforms
+        if bands is not None:
+            if not bands or any(int(b) < 1 for b in bands):
+                raise ValueError(f'bands are 1-based indexes, got {list(bands)!r}')
+            self.band_indexes = [int(b) for b in bands]
+        self.user_gsd = None
+        self.native_res = float(self.res[0])
+        if gsd is not None:
+            if not math.isfinite(gsd) or gsd <= 0:
+                raise ValueError(f'gsd must be a finite positive number, got {gsd!r}')
+            self.user_gsd = float(gsd)
+            self.metres_per_unit = None
+        else:
+            self.metres_per_unit = metres_per_crs_unit(self.crs)
+
+    def gsd_for_step(self, step: float) -> float:
+        """Return the GSD (metres per pixel) of a sample read at ``step`` CRS units.
+
+        Args:
+            step: Pixel size of the sample in CRS units.
+
+        Returns:
+            The GSD in metres per pixel.
+        """
+        if self.user_gsd is not None:
+            return self.user_gsd * step / self.native_res
+        assert self.metres_per_unit is not None
+        return step * self.metres_per_unit
+
+    def __getitem__(self, index: Any) -> dict[str, Any]:
+        """Read a sample and attach its ``gsd``.
+
+        Args:
+            index: GeoSlice ``[xmin:xmax:xres, ymin:ymax:yres, tmin:tmax:tres]``.
+
+        Returns:
+            Sample with ``image``, ``gsd``, ``bounds``, ``transform``.
+        """
+        sample = dict(super().__getitem__(index))
+        x, _, _ = self._disambiguate_slice(index)
+        sample[GSD_KEY] = torch.tensor(
+            self.gsd_for_step(float(x.step)), dtype=torch.float32
+        )
+        if self.gsd_transforms is not None:
+            sample = self.gsd_transforms(sample)
+        return sample
+
+
+class MultiResolutionPatchSampler(SpatialSampler):
+    """Sample random places and read each at several resolutions (GeoSlice steps).
+
+    Each yielded GeoSlice is ``[x0:x0 + size * r : r, y0:y0 + size * r : r]``: a
+    patch of ``size`` pixels at resolution ``r`` (CRS units per pixel), centred on a
+    random point. Every patch has the same pixel size, so samples stack into
+    batches, and the resolution travels in the sample's ``bounds``/``gsd``.
+
+    With ``mode='all'`` every place is read at every resolution, one after the other
+    (``len(resolutions)`` consecutive samples share a centre: the same place at
+    several scales); with ``mode='random'`` each place gets one resolution drawn
+    uniformly from ``resolutions``.
+
+    Args:
+        dataset: Dataset to sample from.
+        size: Patch size in pixels (``size`` or ``(height, width)``).
+        resolutions: Resolutions in CRS units per pixel (e.g. ``[0.1, 0.2, 0.4]``).
+        length: Number of places per epoch (default: the patches of the coarsest
+            resolution that fit without overlap, at least 1).
+        mode: ``'all'`` or ``'random'``.
+        roi: Region of interest (defaults to the dataset bounds).
+        generator: Seed or NumPy generator.
+
+    .. versionadded:: 0.1
+    """
+
+    strategy = 'random'
+
+    def __init__(
+        self,
+        dataset: GeoDataset,
+        *,
+        size: int | tuple[int, int],
+        resolutions: Sequence[float],
+        length: int | None = None,
+        mode: str = 'all',
+        roi: Polygon | None = None,
+        generator: int | np.random.Generator | None = None,
+    ) -> None:
+        """Initialize a new MultiResolutionPatchSampler."""
+        super().__init__(dataset, roi=roi)
+        size_hw = (
+            (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        )
+        if min(size_hw) < 1:
+            raise ValueError(f'size must be positive, got {size!r}')
+        if not resolutions or any(not math.isfinite(r) or r <= 0 for r in resolutions):
+            raise ValueError(
+                f'resolutions must be positive CRS units per pixel, got {resolutions!r}'
+            )
+        if mode not in ('all', 'random'):
+            raise ValueError(f"mode must be 'all' or 'random', got {mode!r}")
+        self.size = size_hw
+        self.resolutions = [float(r) for r in resolutions]
+        self.mode = mode
+        self.generator = np.random.default_rng(generator)
+        coarsest = max(self.resolutions)
+        height, width = size_hw[0] * coarsest, size_hw[1] * coarsest
+        distance = math.sqrt((height / 2) ** 2 + (width / 2) ** 2)
+        self.series = GeoSeries([shapely.buffer(self.geometry, -distance)])
+        if self.series.is_empty.all():
+            raise ValueError(
+                f'the region ({self.geometry.bounds}) is too small for {size_hw} px '
+                f'patches at resolution {coarsest}: lower size or resolutions'
+            )
+        places = length or max(1, int(shapely.area(self.geometry) // (height * width)))
+        self.places = int(places)
+        per_place = len(self.resolutions) if mode == 'all' else 1
+        self._length = self.places * per_place
+
+    def __iter__(self) -> Iterator[tuple[slice, slice]]:
+        """Yield GeoSlices ``(x slice, y slice)`` with the resolution as step.
+
+        Yields:
+            ``[xmin:xmax:res, ymin:ymax:res]`` to index a dataset.
+        """
+        points = self.series.sample_points(size=self.places, rng=self.generator)
+        points = points.explode()
+        height, width = self.size
+        for point in points:
+            if self.mode == 'all':
+                chosen = self.resolutions
+            else:
+                chosen = [
+                    self.resolutions[self.generator.integers(len(self.resolutions))]
+                ]
+            for res in chosen:
+                half_w = width * res / 2
+                half_h = height * res / 2
+                yield (
+                    slice(point.x - half_w, point.x + half_w, res),
+                    slice(point.y - half_h, point.y + half_h, res),
+                )
+
+
+class GeoTIFFGSDDataModule(GeoDataModule):
+    """Datamodule for your own GeoTIFFs; every batch carries ``gsd`` per sample.
+
+    Training samples random patches (``RandomPatchSampler``, or
+    :class:`MultiResolutionPatchSampler` when ``resolutions`` is given: the same
+    places at several resolutions); validation/testing/prediction tile the rasters
+    with ``GriddedPatchSampler``. Without ``val_paths``/``test_paths`` the same
+    rasters are used for every split (fine for self-supervised pretraining and
+    feature extraction; give separate rasters to measure generalisation).
+
+    ``gsd`` comes from the resolution each patch is read at, in metres
+    (CRS units converted; a geographic CRS is refused unless ``gsd`` is given).
+    Batches: ``image`` float32 ``(B, C, H, W)`` normalised by ``(x - mean) / std``
+    (default 0 and 255: 0-1 for 8-bit rasters), ``gsd`` float32 ``(B,)``,
+    ``bounds`` and ``transform`` ``(B, 9)``.
+
+    Example::
+
+        from torchgeo_scalemae.datamodules import default_raster_path
+
+        dm = GeoTIFFGSDDataModule(
+            default_raster_path(), patch_size=64, resolutions=[0.1, 0.2, 0.4]
+        )
+        dm.setup('fit')
+        batch = next(iter(dm.train_dataloader()))
+        batch['gsd']  # tensor([0.1, 0.2, 0.4, 0.1, ...])
+
+    Args:
+        paths: GeoTIFF files or folders (default: :func:`default_raster_path`).
+        patch_size: Patch size in pixels.
+        batch_size: Mini-batch size.
+        length: Training samples per epoch (places, for ``resolutions``).
+        num_workers: Data loader workers.
+        resolutions: Resolutions (CRS units per pixel) to sample the same places at.
+        resolution_mode: ``'all'`` or ``'random'`` (see
+            :class:`MultiResolutionPatchSampler`).
+        val_paths: Validation rasters (default: ``paths``).
+        test_paths: Test rasters (default: ``paths``).
+        mean: Normalisation mean.
+        std: Normalisation standard deviation.
+        seed: Seed of the training sampler.
+        **kwargs: Further :class:`GSDRasterDataset` arguments (``crs``, ``res``,
+            ``gsd``, ``bands``, ``filename_glob``, ``cache``).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        paths: str | list[str] | Path | None = None,
+        patch_size: int | tuple[int, int] = 224,
+        batch_size: int = 8,
+        length: int | None = None,
+        num_workers: int = 0,
+        resolutions: list[float] | None = None,
+        resolution_mode: str = 'all',
+        val_paths: str | list[str] | None = None,
+        test_paths: str | list[str] | None = None,
+        mean: float | Sequence[float] = 0.0,
+        std: float | Sequence[float] = 255.0,
+        seed: int | None = 0,
+        **kwargs: Any,
+    ) -> None:
+        """Initialize a new GeoTIFFGSDDataModule."""
+        self.mean = torch.as_tensor(mean, dtype=torch.float32)
+        self.std = torch.as_tensor(std, dtype=torch.float32)
+        if bool((self.std <= 0).any()):
+            raise ValueError(f'std must be positive, got {std!r}')
+        if resolution_mode not in ('all', 'random'):
+            raise ValueError(
+                f"resolution_mode must be 'all' or 'random', got {resolution_mode!r}"
+            )
+        paths = str(default_raster_path()) if paths is None else paths
+        super().__init__(
+            GSDRasterDataset,
+            batch_size=batch_size,
+            patch_size=patch_size,
+            length=length,
+            num_workers=num_workers,
+            paths=paths,
+            **kwargs,
+        )
+        self.resolutions = resolutions
+        self.resolution_mode = resolution_mode
+        self.val_paths = val_paths
+        self.test_paths = test_paths
+        self.seed = seed
+
+    def _dataset(self, paths: Any = None) -> GSDRasterDataset:
+        kwargs = dict(self.kwargs)
+        if paths is not None:
+            kwargs['paths'] = paths
+        return GSDRasterDataset(**kwargs)
+
+    def _gridded(self, dataset: GSDRasterDataset) -> GriddedPatchSampler:
+        return GriddedPatchSampler(
+            dataset, size=self.patch_size, stride=self.patch_size
+        )
+
+    def setup(self, stage: str) -> None:
+        """Build datasets and samplers.
+
+        Args:
+            stage: ``'fit'``, ``'validate'``, ``'test'`` or ``'predict'``.
+
+        Raises:
+            ValueError: If a raster's CRS is not metric and no ``gsd`` was given.
+        """
+        if stage == 'fit':
+            self.train_dataset = self._dataset()
+            if self.resolutions:
+                self.train_sampler = MultiResolutionPatchSampler(
+                    self.train_dataset,
+                    size=self.patch_size,
+                    resolutions=self.resolutions,
+                    length=self.length,
+                    mode=self.resolution_mode,
+                    generator=self.seed,
+                )
+            else:
+                self.train_sampler = RandomPatchSampler(
+                    self.train_dataset,
+                    size=self.patch_size,
+                    length=self.length,
+                    generator=self.seed,
+                )
+        if stage in ('fit', 'validate'):
+            self.val_dataset = self._dataset(self.val_paths)
+            self.val_sampler = self._gridded(self.val_dataset)
+        if stage == 'test':
+            self.test_dataset = self._dataset(self.test_paths)
+            self.test_sampler = self._gridded(self.test_dataset)
+        if stage == 'predict':
+            self.predict_dataset = self._dataset()
+            self.predict_sampler = self._gridded(self.predict_dataset)

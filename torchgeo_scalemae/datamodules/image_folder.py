@@ -1,0 +1,375 @@
+# Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
+
+"""A folder of images (optionally one subfolder per class) with per-file GSDs.
+
+.. versionadded:: 0.1
+"""
+
+import csv
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Generator, Tensor
+from torch.utils.data import random_split
+from torchgeo.datamodules import NonGeoDataModule
+from torchgeo.datasets import NonGeoDataset
+
+from ..gsd import GSD_KEY
+from .geotiff import metres_per_crs_unit
+
+__all__ = ('IMAGE_EXTENSIONS', 'ImageFolderGSD', 'ImageFolderGSDDataModule')
+
+#: File extensions read by :class:`ImageFolderGSD` (case-insensitive).
+#:
+#: .. versionadded:: 0.1
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+_RASTERIO_EXTENSIONS = ('.tif', '.tiff')
+
+
+def _positive(value: float, what: str) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f'{what}: GSD must be a finite positive number of metres per pixel, '
+            f'got {value!r}'
+        )
+    return value
+
+
+def read_gsd_csv(path: str | os.PathLike[str], root: Path) -> dict[str, float]:
+    """Read a ``path,gsd`` CSV into ``{resolved file path: gsd}``.
+
+    ``path`` is relative to ``root`` (or absolute); ``gsd`` is in metres per pixel.
+
+    Args:
+        path: CSV file with a header row containing ``path`` and ``gsd``.
+        root: Folder that relative paths refer to.
+
+    Returns:
+        Mapping from the resolved file path (``str``) to its GSD.
+
+    Raises:
+        ValueError: If the columns are missing or a GSD is not a finite positive
+            number (the message names the row).
+
+    .. versionadded:: 0.1
+    """
+    table: dict[str, float] = {}
+    with open(path, newline='') as f:
+        reader = csv.DictReader(f)
+        fields = [name.strip() for name in reader.fieldnames or []]
+        if 'path' not in fields or 'gsd' not in fields:
+            raise ValueError(
+                f'{path}: the GSD CSV needs the columns path,gsd; found {fields}'
+            )
+        reader.fieldnames = fields
+        for line, row in enumerate(reader, start=2):
+            where = f'{path}, line {line} ({row.get("path")!r})'
+            try:
+                value = float(row['gsd'])
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f'{where}: gsd {row["gsd"]!r} is not a number'
+                ) from None
+            file = Path(row['path'].strip())
+            if not file.is_absolute():
+                file = root / file
+            table[str(file.resolve())] = _positive(value, where)
+    return table
+
+
+def _load_image(path: Path, mode: str | None) -> tuple[Tensor, float | None]:
+    """Read an image as float32 ``(C, H, W)`` raw values and its GSD if georeferenced."""
+    if path.suffix.lower() in _RASTERIO_EXTENSIONS:
+        import rasterio
+
+        with rasterio.open(path) as src:
+            array = src.read()
+            gsd = None
+            if src.crs is not None and not src.transform.is_identity:
+                factor = metres_per_crs_unit(src.crs, raise_error=False)
+                if factor is not None:
+                    gsd = math.sqrt(abs(src.res[0] * src.res[1])) * factor
+        return torch.from_numpy(array.astype(np.float32)), gsd
+    from PIL import Image
+
+    with Image.open(path) as img:
+        converted = img.convert(mode) if mode is not None else img
+        array = np.asarray(converted, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[None]
+    else:
+        array = array.transpose(2, 0, 1)
+    return torch.from_numpy(np.ascontiguousarray(array)), None
+
+
+class ImageFolderGSD(NonGeoDataset):
+    """Images in a folder, with a GSD per file and optional class labels.
+
+    Layouts: ``root/<class>/<image>`` (labelled; classes sorted by name, as
+    torchvision's ``ImageFolder``) or images anywhere under ``root`` without class
+    subfolders (unlabelled; ``labelled=False`` forces this for any layout).
+
+    Each file's GSD, in order of precedence: its row in ``gsd_csv`` (columns
+    ``path,gsd``, paths relative to ``root``); the constant ``gsd``; the pixel size
+    of a GeoTIFF in a projected CRS (converted to metres). A file with none of these
+    raises a :class:`ValueError` naming it.
+
+    Samples: ``image`` float32 ``(C, H, W)`` with the raw pixel values (0-255 for
+    8-bit images), ``gsd`` 0-d float32 in metres per pixel, ``label`` (int64) when
+    labelled, ``path`` index in :attr:`files` as ``index``. With ``image_size``
+    every image is resized (antialiased bilinear) to ``image_size`` and its GSD
+    scaled by ``W / image_size`` (geometric mean of both axes when not square), so
+    images of different sizes can be batched.
+
+    Args:
+        root: Folder of images.
+        gsd: GSD in metres per pixel for every file without a CSV row.
+        gsd_csv: CSV with columns ``path,gsd`` (per-file GSDs).
+        labelled: Class subfolders give labels; ``None`` detects it (any
+            subfolder that holds images).
+        image_size: Resize every image to this square size (pixels).
+        mode: PIL mode to convert to (``'RGB'``); ``None`` keeps the file's mode.
+            GeoTIFFs are read with rasterio (all bands) whatever the mode.
+        extensions: File extensions to include.
+        max_per_class: Keep at most this many files per class (sorted by name),
+            for quick experiments.
+        transforms: Transform applied to each sample dict.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        gsd: float | None = None,
+        gsd_csv: str | os.PathLike[str] | None = None,
+        labelled: bool | None = None,
+        image_size: int | None = None,
+        mode: str | None = 'RGB',
+        extensions: Sequence[str] = IMAGE_EXTENSIONS,
+        max_per_class: int | None = None,
+        transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        """Initialize a new ImageFolderGSD dataset."""
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f'root {str(root)!r} is not a folder')
+        self.gsd = None if gsd is None else _positive(float(gsd), 'gsd')
+        self.gsd_table = read_gsd_csv(gsd_csv, self.root) if gsd_csv else {}
+        if image_size is not None and (
+            isinstance(image_size, bool)
+            or not isinstance(image_size, int)
+            or image_size < 1
+        ):
+            raise ValueError(f'image_size must be a positive int, got {image_size!r}')
+        if max_per_class is not None and max_per_class < 1:
+            raise ValueError(f'max_per_class must be >= 1, got {max_per_class!r}')
+        self.image_size = image_size
+        self.mode = mode
+        self.transforms = transforms
+        exts = tuple(e.lower() for e in extensions)
+
+        def images_in(folder: Path) -> list[Path]:
+            return sorted(
+                p for p in folder.rglob('*') if p.is_file() and p.suffix.lower() in exts
+            )
+
+        subdirs = sorted(p for p in self.root.iterdir() if p.is_dir())
+        if labelled is None:
+            labelled = any(images_in(d) for d in subdirs)
+        self.labelled = labelled
+        files: list[Path] = []
+        labels: list[int] = []
+        if labelled:
+            self.classes = [d.name for d in subdirs if images_in(d)]
+            for index, name in enumerate(self.classes):
+                found = images_in(self.root / name)[:max_per_class]
+                files.extend(found)
+                labels.extend([index] * len(found))
+        else:
+            self.classes = []
+            files = images_in(self.root)[:max_per_class]
+        if not files:
+            raise ValueError(f'no images with extensions {exts} under {str(root)!r}')
+        self.files = files
+        self.targets = labels
+
+    def __len__(self) -> int:
+        """Return the number of images."""
+        return len(self.files)
+
+    def gsd_of(self, index: int, file_gsd: float | None = None) -> float:
+        """Return the native GSD of file ``index`` (metres per pixel).
+
+        Args:
+            index: File index.
+            file_gsd: GSD read from the file's georeferencing, if any.
+
+        Returns:
+            The GSD by the precedence CSV, ``gsd``, file metadata.
+
+        Raises:
+            ValueError: If no GSD is known for the file.
+        """
+        path = self.files[index]
+        value = self.gsd_table.get(str(path.resolve()))
+        if value is None:
+            value = self.gsd if self.gsd is not None else file_gsd
+        if value is None:
+            raise ValueError(
+                f'no GSD for {str(path)!r}: give gsd=..., a gsd_csv row for it, or a '
+                'GeoTIFF in a projected CRS'
+            )
+        return value
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """Return the sample at ``index``.
+
+        Args:
+            index: Sample index.
+
+        Returns:
+            ``{'image': (C, H, W) float32, 'gsd': () float32, 'label'?: () int64}``.
+        """
+        image, file_gsd = _load_image(self.files[index], self.mode)
+        gsd = self.gsd_of(index, file_gsd)
+        if self.image_size is not None:
+            height, width = image.shape[-2:]
+            if (height, width) != (self.image_size, self.image_size):
+                image = F.interpolate(
+                    image[None],
+                    size=(self.image_size, self.image_size),
+                    mode='bilinear',
+                    antialias=True,
+                )[0]
+                gsd *= math.sqrt(height * width) / self.image_size
+        sample: dict[str, Any] = {
+            'image': image,
+            GSD_KEY: torch.tensor(gsd, dtype=torch.float32),
+        }
+        if self.labelled:
+            sample['label'] = torch.tensor(self.targets[index], dtype=torch.long)
+        if self.transforms is not None:
+            sample = self.transforms(sample)
+        return sample
+
+
+class ImageFolderGSDDataModule(NonGeoDataModule):
+    """Datamodule for a folder of images with known GSDs (see :class:`ImageFolderGSD`).
+
+    Batches (after :meth:`on_after_batch_transfer`): ``image`` float32
+    ``(B, C, H, W)`` **normalised** as ``(x - mean) / std`` with TorchGeo's default
+    ``mean = 0``, ``std = 255``, i.e. scaled to 0-1 for 8-bit images; ``gsd``
+    float32 ``(B,)`` metres per pixel; ``label`` int64 ``(B,)`` when labelled.
+    Images of different sizes need ``image_size`` (or equal sizes) to be batched.
+
+    The files are split at random (seeded) into train/val/test by
+    ``val_split_pct`` and ``test_split_pct``; ``val_root``/``test_root`` give
+    separate folders instead.
+
+    Example::
+
+        dm = ImageFolderGSDDataModule('my_images/', gsd=0.5, batch_size=16)
+        dm.setup('fit')
+        batch = next(iter(dm.train_dataloader()))  # image, gsd, label
+
+    Args:
+        root: Folder of images (``root/<class>/<image>`` or flat).
+        gsd: GSD in metres per pixel for files without a CSV row.
+        gsd_csv: CSV with columns ``path,gsd`` (per-file GSD).
+        batch_size: Mini-batch size.
+        num_workers: Data loader workers.
+        val_split_pct: Fraction of files for validation.
+        test_split_pct: Fraction of files for testing.
+        val_root: Separate validation folder (overrides ``val_split_pct``).
+        test_root: Separate test folder (overrides ``test_split_pct``).
+        seed: Seed of the random split.
+        mean: Normalisation mean (per channel or one value).
+        std: Normalisation standard deviation (per channel or one value).
+        **kwargs: Further :class:`ImageFolderGSD` arguments (``labelled``,
+            ``image_size``, ``mode``, ``extensions``, ``max_per_class``,
+            ``transforms``).
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(
+        self,
+        root: str,
+        gsd: float | None = None,
+        gsd_csv: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        val_split_pct: float = 0.1,
+        test_split_pct: float = 0.1,
+        val_root: str | None = None,
+        test_root: str | None = None,
+        seed: int = 0,
+        mean: float | Sequence[float] = 0.0,
+        std: float | Sequence[float] = 255.0,
+        **kwargs: Any,
+    ) -> None:
+        """Initialize a new ImageFolderGSDDataModule."""
+        for name, pct in (
+            ('val_split_pct', val_split_pct),
+            ('test_split_pct', test_split_pct),
+        ):
+            if not 0 <= pct < 1:
+                raise ValueError(f'{name} must be in [0, 1), got {pct!r}')
+        if val_split_pct + test_split_pct >= 1:
+            raise ValueError(
+                'val_split_pct + test_split_pct must be < 1, got '
+                f'{val_split_pct} + {test_split_pct}'
+            )
+        self.mean = torch.as_tensor(mean, dtype=torch.float32)
+        self.std = torch.as_tensor(std, dtype=torch.float32)
+        if bool((self.std <= 0).any()):
+            raise ValueError(f'std must be positive, got {std!r}')
+        super().__init__(
+            ImageFolderGSD,
+            batch_size,
+            num_workers,
+            root=root,
+            gsd=gsd,
+            gsd_csv=gsd_csv,
+            **kwargs,
+        )
+        self.val_split_pct = val_split_pct
+        self.test_split_pct = test_split_pct
+        self.val_root = val_root
+        self.test_root = test_root
+        self.seed = seed
+
+    def _dataset(self, root: str | None = None) -> ImageFolderGSD:
+        kwargs = dict(self.kwargs)
+        if root is not None:
+            kwargs['root'] = root
+        return ImageFolderGSD(**kwargs)
+
+    def setup(self, stage: str) -> None:
+        """Build the datasets and the random split.
+
+        Args:
+            stage: ``'fit'``, ``'validate'``, ``'test'`` or ``'predict'``.
+        """
+        dataset = self._dataset()
+        val_pct = 0.0 if self.val_root else self.val_split_pct
+        test_pct = 0.0 if self.test_root else self.test_split_pct
+        n = len(dataset)
+        n_val = round(n * val_pct)
+        n_test = round(n * test_pct)
+        generator = Generator().manual_seed(self.seed)
+        train, val, test = random_split(
+            dataset, [n - n_val - n_test, n_val, n_test], generator=generator
+        )
+        self.dataset = dataset
+        self.train_dataset = train
+        self.val_dataset = self._dataset(self.val_root) if self.val_root else val
+        self.test_dataset = self._dataset(self.test_root) if self.test_root else test
+        self.predict_dataset = dataset
