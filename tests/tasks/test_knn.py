@@ -217,7 +217,7 @@ def test_invalid_arguments() -> None:
         MultiScaleKNN(model=TINY, res_mode='metres')  # type: ignore[arg-type]
     with pytest.raises(ValueError, match='default_gsd'):
         MultiScaleKNN(model=TINY, default_gsd=-1.0)
-    with pytest.raises(FileNotFoundError, match='missing.ckpt'):
+    with pytest.raises(FileNotFoundError, match=r'missing\.ckpt'):
         MultiScaleKNN(model=TINY, weights='missing.ckpt')
 
 
