@@ -88,3 +88,22 @@ def test_pair_cuda() -> None:
     out = ScaleMAEPair(16)(batch)
     assert out['image'].is_cuda and out['target'].is_cuda
     assert out['gsd'].is_cuda and out['target_gsd'].is_cuda
+
+
+def test_band_targets_reexported() -> None:
+    from torchgeo_scalemae.models import bands
+    from torchgeo_scalemae.transforms import (
+        high_band_target,
+        low_band_target,
+        recombine_bands,
+    )
+
+    assert low_band_target is bands.low_band_target
+    assert high_band_target is bands.high_band_target
+    assert recombine_bands is bands.recombine_bands
+    target = ScaleMAEPair(8, scale=(1.0, 1.0))(batch_of([1.0]))['target']
+    low = low_band_target(target, 8)
+    high = high_band_target(target, 4)
+    assert low.shape == (1, 3, 8, 8)
+    assert high.shape == target.shape
+    assert recombine_bands(low, high, 4).shape == target.shape

@@ -24,8 +24,7 @@ The band-target functions :func:`low_band_target`, :func:`high_band_target` and
 .. versionadded:: 0.1
 """
 
-from typing import Any
-
+from ..models.bands import high_band_target, low_band_target, recombine_bands
 from .geometric import GSDCenterCrop, GSDRandomResizedCrop, GSDResize
 from .pair import ScaleMAEPair
 
@@ -38,15 +37,3 @@ __all__ = (
     'low_band_target',
     'recombine_bands',
 )
-
-_BANDS = ('high_band_target', 'low_band_target', 'recombine_bands')
-
-
-def __getattr__(name: str) -> Any:
-    """Re-export the band-target functions of ``models.bands`` lazily."""
-    if name in _BANDS:
-        import importlib
-
-        bands = importlib.import_module('torchgeo_scalemae.models.bands')
-        return getattr(bands, name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
