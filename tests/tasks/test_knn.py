@@ -153,9 +153,12 @@ def test_encoder_receives_res(tmp_path: Path) -> None:
         model=TINY, default_gsd=0.5, scales=[1.0, 64], reference_gsd=2.0, k=3
     )
     calls = spy_on(task.model)
-    Trainer(accelerator='cpu', logger=False, enable_progress_bar=False).test(
-        task, datamodule=datamodule
-    )
+    Trainer(
+        accelerator='cpu',
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+    ).test(task, datamodule=datamodule)
     sizes = {size for size, _ in calls}
     assert sizes == {256, 64}
     for size, res in calls:
@@ -225,7 +228,12 @@ def test_missing_gsd_is_a_clear_error(tmp_path: Path) -> None:
     make_ucmerced(tmp_path / 'data', per_split=1)
     datamodule = UCMercedDataModule(root=str(tmp_path / 'data'), batch_size=4)
     task = MultiScaleKNN(model=TINY, scales=[1.0])
-    trainer = Trainer(accelerator='cpu', logger=False, enable_progress_bar=False)
+    trainer = Trainer(
+        accelerator='cpu',
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+    )
     with pytest.raises(ValueError, match='default_gsd'):
         trainer.test(task, datamodule=datamodule)
 
@@ -235,3 +243,61 @@ def test_fit_is_refused() -> None:
     with pytest.raises(RuntimeError, match='trains nothing'):
         task.configure_optimizers()
     assert math.isfinite(task.hparams['temperature'])
+
+
+def test_cli_with_pretraining_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A real ScaleMAEPretraining checkpoint -> `torchgeo test --config knn_*.yaml`.
+    from torchgeo_scalemae.tasks import ScaleMAEPretraining
+
+    make_ucmerced(tmp_path / 'data', per_split=2)
+    datamodule = UCMercedDataModule(root=str(tmp_path / 'data'), batch_size=2)
+    pretrain = ScaleMAEPretraining(
+        model='scalemae_pretrain_vit_tiny_patch16',
+        input_size=32,
+        default_gsd=0.3048,
+        warmup_steps=1,
+        image_log_interval=0,
+    )
+    trainer = Trainer(
+        accelerator='cpu',
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        max_steps=1,
+        limit_val_batches=0,
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(pretrain, datamodule=datamodule)
+    ckpt = tmp_path / 'pretrain.ckpt'
+    trainer.save_checkpoint(ckpt)
+
+    task = MultiScaleKNN(model=TINY, weights=str(ckpt))
+    encoder_state = pretrain.model.encoder.state_dict()
+    for key, value in task.model.state_dict().items():
+        torch.testing.assert_close(value, encoder_state[key])
+
+    main(
+        [
+            'test',
+            '--config',
+            str(CONFIGS / 'knn_ucmerced.yaml'),
+            '--model.init_args.model',
+            TINY,
+            '--model.init_args.weights',
+            str(ckpt),
+            '--model.init_args.k',
+            '3',
+            *data_args('ucmerced', tmp_path / 'data'),
+            *cpu_args(tmp_path),
+        ]
+    )
+    out = capsys.readouterr().out
+    for name in (
+        'test_knn_acc_256px_gsd0.305m',
+        'test_knn_acc_128px_gsd0.61m',
+        'test_knn_acc_64px_gsd1.22m',
+        'test_knn_acc_32px_gsd2.44m',
+    ):
+        assert name in out
