@@ -1,0 +1,200 @@
+# Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
+
+"""timm entrypoints and pretrained configs of the Scale-MAE encoders.
+
+The functions here are timm model entrypoints (``(pretrained=False, **kwargs)``) built
+with :func:`timm.models.build_model_with_cfg`, so ``pretrained_cfg``, ``features_only``,
+``out_indices``, ``in_chans`` and ``num_classes`` behave as for timm's own ViTs.
+:func:`torchgeo_scalemae.register` registers them in timm; this module itself touches
+no registry.
+
+.. versionadded:: 0.1
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import build_model_with_cfg, generate_default_cfgs
+
+from .models.encoder import ScaleMAEEncoder
+from .models.encoder import scalemae_vit_base_patch16 as _vit_base
+from .models.encoder import scalemae_vit_huge_patch14 as _vit_huge
+from .models.encoder import scalemae_vit_large_patch16 as _vit_large
+from .models.encoder import scalemae_vit_tiny_patch16 as _vit_tiny
+from .models.weights import FMOW_RGB_URL
+
+# a list: timm's register_model appends entrypoint names to the module's __all__
+__all__ = [
+    'DEPTHS',
+    'ENTRYPOINTS',
+    'scalemae_vit_base_patch16',
+    'scalemae_vit_huge_patch14',
+    'scalemae_vit_large_patch16',
+    'scalemae_vit_tiny_patch16',
+]
+
+#: Number of transformer blocks of each encoder (``features_only`` default indices).
+DEPTHS = {
+    'scalemae_vit_tiny_patch16': 2,
+    'scalemae_vit_base_patch16': 12,
+    'scalemae_vit_large_patch16': 24,
+    'scalemae_vit_huge_patch14': 32,
+}
+
+_BUILDERS: dict[str, Callable[..., ScaleMAEEncoder]] = {
+    'scalemae_vit_tiny_patch16': _vit_tiny,
+    'scalemae_vit_base_patch16': _vit_base,
+    'scalemae_vit_large_patch16': _vit_large,
+    'scalemae_vit_huge_patch14': _vit_huge,
+}
+
+
+_RES_NOTE = (
+    'res is relative, not metres; the default res 1.0 follows '
+    "ScaleMAEEncoderLarge16_Weights.FMOW_RGB.meta['default_res']"
+)
+
+
+def _cfg(url: str = '', **kwargs: Any) -> dict[str, Any]:
+    # num_classes=0: these are feature encoders (no classifier in any checkpoint);
+    # TorchGeo's tasks and timm users pass num_classes explicitly for a head.
+    return {
+        'url': url,
+        'num_classes': 0,
+        'input_size': (3, 224, 224),
+        'pool_size': None,
+        'crop_pct': 1.0,
+        'interpolation': 'bicubic',
+        'fixed_input_size': False,
+        'mean': IMAGENET_DEFAULT_MEAN,
+        'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'patch_embed.proj',
+        'classifier': 'head',
+        'paper_ids': 'arXiv:2212.14532',
+        'paper_name': 'Scale-MAE: A Scale-Aware Masked Autoencoder for Multiscale '
+        'Geospatial Representation Learning',
+        'origin_url': 'https://github.com/bair-climate-initiative/scale-mae',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        'scalemae_vit_tiny_patch16': _cfg(),
+        'scalemae_vit_base_patch16': _cfg(),
+        'scalemae_vit_large_patch16.fmow_rgb': _cfg(
+            url=FMOW_RGB_URL, license='cc-by-nc-4.0', notes=(_RES_NOTE,)
+        ),
+        'scalemae_vit_huge_patch14': _cfg(),
+    }
+)
+
+
+def _filter_fn(state_dict: dict[str, Any], model: ScaleMAEEncoder) -> dict[str, Any]:
+    """Keep the encoder keys of a checkpoint (timm ``pretrained_filter_fn``)."""
+    if 'model' in state_dict and isinstance(state_dict['model'], dict):
+        state_dict = state_dict['model']
+    own = model.state_dict()
+    out = {}
+    for key, value in state_dict.items():
+        if key == 'pos_embed':
+            continue  # fixed sine-cosine table, unused (the encoder drops it too)
+        if key.startswith('head.') and (
+            key not in own or own[key].shape != value.shape
+        ):
+            continue
+        out[key] = value
+    return out
+
+
+def _create(variant: str, pretrained: bool, **kwargs: Any) -> ScaleMAEEncoder:
+    out_indices = kwargs.pop('out_indices', min(3, DEPTHS[variant]))
+    model: ScaleMAEEncoder = build_model_with_cfg(
+        _BUILDERS[variant],
+        variant,
+        pretrained,
+        pretrained_filter_fn=_filter_fn,
+        feature_cfg={'out_indices': out_indices, 'feature_cls': 'getter'},
+        **kwargs,
+    )
+    return model
+
+
+def scalemae_vit_tiny_patch16(
+    pretrained: bool = False, **kwargs: Any
+) -> ScaleMAEEncoder:
+    """Entrypoint (timm) of the tiny test-sized encoder (64-d, 2 blocks, 4 heads).
+
+    Args:
+        pretrained: must be False (no weights).
+        **kwargs: timm keyword arguments (``in_chans``, ``num_classes``,
+            ``features_only``, ``out_indices``, ``res``...).
+
+    Returns:
+        The encoder (or a timm feature wrapper with ``features_only=True``).
+
+    .. versionadded:: 0.1
+    """
+    return _create('scalemae_vit_tiny_patch16', pretrained, **kwargs)
+
+
+def scalemae_vit_base_patch16(
+    pretrained: bool = False, **kwargs: Any
+) -> ScaleMAEEncoder:
+    """Entrypoint (timm) of the ViT-B/16 encoder.
+
+    Args:
+        pretrained: must be False (no weights).
+        **kwargs: timm keyword arguments.
+
+    Returns:
+        The encoder (or a timm feature wrapper with ``features_only=True``).
+
+    .. versionadded:: 0.1
+    """
+    return _create('scalemae_vit_base_patch16', pretrained, **kwargs)
+
+
+def scalemae_vit_large_patch16(
+    pretrained: bool = False, **kwargs: Any
+) -> ScaleMAEEncoder:
+    """Entrypoint (timm) of the ViT-L/16 encoder; tag ``fmow_rgb`` has the released weights.
+
+    Args:
+        pretrained: load the ``fmow_rgb`` weights (the file of
+            ``ScaleMAEEncoderLarge16_Weights.FMOW_RGB``, fetched by timm).
+        **kwargs: timm keyword arguments.
+
+    Returns:
+        The encoder (or a timm feature wrapper with ``features_only=True``).
+
+    .. versionadded:: 0.1
+    """
+    return _create('scalemae_vit_large_patch16', pretrained, **kwargs)
+
+
+def scalemae_vit_huge_patch14(
+    pretrained: bool = False, **kwargs: Any
+) -> ScaleMAEEncoder:
+    """Entrypoint (timm) of the ViT-H/14 encoder.
+
+    Args:
+        pretrained: must be False (no weights).
+        **kwargs: timm keyword arguments.
+
+    Returns:
+        The encoder (or a timm feature wrapper with ``features_only=True``).
+
+    .. versionadded:: 0.1
+    """
+    return _create('scalemae_vit_huge_patch14', pretrained, **kwargs)
+
+
+#: The entrypoints by timm name.
+ENTRYPOINTS: dict[str, Callable[..., ScaleMAEEncoder]] = {
+    'scalemae_vit_tiny_patch16': scalemae_vit_tiny_patch16,
+    'scalemae_vit_base_patch16': scalemae_vit_base_patch16,
+    'scalemae_vit_large_patch16': scalemae_vit_large_patch16,
+    'scalemae_vit_huge_patch14': scalemae_vit_huge_patch14,
+}
