@@ -48,6 +48,7 @@ from .scale_mae import (
     scalemae_pretrain_vit_large_patch16,
     scalemae_pretrain_vit_tiny_patch16,
 )
+from .weights import ScaleMAEEncoderLarge16_Weights, ScaleMAEPretrainLarge16_Weights
 
 __all__ = (
     'BAND_PRESETS',
@@ -65,7 +66,9 @@ __all__ = (
     'LaplacianHead',
     'ScaleMAE',
     'ScaleMAEEncoder',
+    'ScaleMAEEncoderLarge16_Weights',
     'ScaleMAEOutput',
+    'ScaleMAEPretrainLarge16_Weights',
     'check_res',
     'convert_reference_state_dict',
     'create_scalemae',
