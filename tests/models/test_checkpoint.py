@@ -1,0 +1,139 @@
+import argparse
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from torchgeo_scalemae.models import (
+    infer_reference_config,
+    load_reference_checkpoint,
+    reference_args_to_config,
+    scalemae_from_reference_checkpoint,
+)
+
+
+def save_training_checkpoint(path: Path, fixture: dict[str, Any], **args: Any) -> None:
+    meta = fixture['meta']
+    namespace = argparse.Namespace(
+        model='mae_vit_base_patch16',
+        input_size=meta['img'],
+        decoder_depth=meta['ddepth'],
+        fcn_dim=meta['fcn_dim'],
+        fcn_layers=meta['fcn_layers'],
+        independent_fcn_head=True,
+        progressive=False,
+        band_config=list(meta['band']),
+        use_l1_loss=meta['l1'],
+        l1_loss_weight=meta['l1w'],
+        mask_ratio=0.75,
+        norm_pix_loss=True,
+        **args,
+    )
+    torch.save(
+        {
+            'model': fixture['state'],
+            'optimizer': {},
+            'epoch': 3,
+            'scaler': {},
+            'args': namespace,
+        },
+        path,
+    )
+
+
+def test_load_checkpoint_with_namespace(
+    tmp_path: Path, fixture: dict[str, Any]
+) -> None:
+    path = tmp_path / 'checkpoint-3.pth'
+    save_training_checkpoint(path, fixture)
+    state, args = load_reference_checkpoint(path)
+    assert args is not None and args['band_config'] == list(fixture['meta']['band'])
+    assert 'decoder.mask_token' in state and 'pos_embed' not in state
+
+
+def test_model_from_checkpoint_parity(tmp_path: Path, fixture: dict[str, Any]) -> None:
+    path = tmp_path / 'checkpoint.pth'
+    save_training_checkpoint(path, fixture)
+    # args name ViT-B; the shapes say 64-d: override the heads (4) to match the fixture
+    model = scalemae_from_reference_checkpoint(
+        path, embed_dim=64, depth=2, num_heads=4, decoder_num_heads=4
+    )
+    assert model.loss.band_config == tuple(fixture['meta']['band'])
+    assert model.loss.use_l1_loss == fixture['meta']['l1']
+    with torch.no_grad():
+        out = model(
+            fixture['input'], fixture['res'], fixture['target'], fixture['noise']
+        )
+    assert out.loss is not None
+    torch.testing.assert_close(out.loss, fixture['loss'][0], atol=1e-5, rtol=0)
+
+
+def test_bare_state_dict_infers_architecture(fixture: dict[str, Any]) -> None:
+    config = infer_reference_config(fixture['state'])
+    assert config == {
+        'patch_size': 16,
+        'in_chans': 3,
+        'embed_dim': 64,
+        'depth': 2,
+        'num_heads': 4,
+        'decoder_embed_dim': 32,
+        'decoder_depth': 3,
+        'decoder_num_heads': 4,
+        'mlp_ratio': 4.0,
+        'fcn_dim': 32,
+        'fcn_layers': 2,
+        'independent_fcn_head': True,
+        'progressive': False,
+    }
+    model = scalemae_from_reference_checkpoint(
+        {'model': fixture['state']},
+        band_config=fixture['meta']['band'],
+        use_l1_loss=fixture['meta']['l1'],
+    )
+    with torch.no_grad():
+        out = model(
+            fixture['input'], fixture['res'], fixture['target'], fixture['noise']
+        )
+    assert out.loss is not None
+    torch.testing.assert_close(out.loss, fixture['loss'][0], atol=1e-5, rtol=0)
+
+
+class Evil:
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (print, ('pwned',))
+
+
+def test_arbitrary_pickles_refused(tmp_path: Path, fixture: dict[str, Any]) -> None:
+    path = tmp_path / 'evil.pth'
+    torch.save({'model': fixture['state'], 'args': Evil()}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        load_reference_checkpoint(path)
+    with pytest.raises(pickle.UnpicklingError):
+        scalemae_from_reference_checkpoint(path)
+
+
+def test_not_a_dict(tmp_path: Path) -> None:
+    path = tmp_path / 'list.pth'
+    torch.save([1, 2], path)
+    with pytest.raises(TypeError, match='not a checkpoint dict'):
+        load_reference_checkpoint(path)
+
+
+def test_args_mapping() -> None:
+    config = reference_args_to_config(
+        {'model': 'mae_vit_huge_patch14', 'band_config': [14, 56], 'use_l1_loss': True}
+    )
+    assert config == {
+        'patch_size': 14,
+        'embed_dim': 1280,
+        'depth': 32,
+        'num_heads': 16,
+        'band_config': (14, 56),
+        'use_l1_loss': True,
+    }
+    with pytest.raises(ValueError, match="unknown reference model 'vit_xl'"):
+        reference_args_to_config({'model': 'vit_xl'})
+    with pytest.raises(ValueError, match="'args' must be"):
+        load_reference_checkpoint({'model': {}, 'args': 3})

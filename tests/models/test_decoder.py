@@ -1,0 +1,166 @@
+import pytest
+import torch
+from torch import nn
+
+from torchgeo_scalemae.models import (
+    BandpassDecoder,
+    ChannelLayerNorm,
+    FastConv2d,
+    FastConvTranspose2d,
+    head_upsampling_factors,
+)
+
+
+def test_channel_layernorm_is_not_groupnorm() -> None:
+    x = torch.randn(2, 8, 5, 6)
+    norm = ChannelLayerNorm(8)
+    want = nn.functional.layer_norm(x.permute(0, 2, 3, 1), (8,), eps=1e-6).permute(
+        0, 3, 1, 2
+    )
+    torch.testing.assert_close(norm(x), want)
+    gn = nn.functional.group_norm(x, 1, eps=1e-6)
+    assert not torch.allclose(norm(x), gn, atol=1e-3)
+    assert set(dict(norm.named_parameters())) == {'ln.weight', 'ln.bias'}
+
+
+@pytest.mark.parametrize(
+    ('cin', 'cout', 'k'), [(16, 8, 4), (8, 3, 2), (6, 6, 7), (4, 3, 1)]
+)
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_fast_conv_transpose_exact(
+    cin: int, cout: int, k: int, channels_last: bool
+) -> None:
+    layer = FastConvTranspose2d(cin, cout, k, stride=k)
+    x = torch.randn(2, cin, 3, 5, requires_grad=True)
+    if channels_last:
+        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
+    fast = layer(x)
+    grads_fast = torch.autograd.grad(fast.square().sum(), [x, layer.weight, layer.bias])
+    layer.fast = False
+    slow = layer(x)
+    grads_slow = torch.autograd.grad(slow.square().sum(), [x, layer.weight, layer.bias])
+    assert fast.shape == (2, cout, 3 * k, 5 * k)
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads_fast, grads_slow, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+    assert layer.weight.shape == nn.ConvTranspose2d(cin, cout, k, stride=k).weight.shape
+
+
+@pytest.mark.parametrize(
+    'kwargs',
+    [
+        {'in_channels': 8, 'out_channels': 12, 'kernel_size': 1},
+        {
+            'in_channels': 8,
+            'out_channels': 4,
+            'kernel_size': 3,
+            'padding': 1,
+            'groups': 4,
+        },
+        {
+            'in_channels': 8,
+            'out_channels': 8,
+            'kernel_size': 3,
+            'padding': 1,
+            'groups': 8,
+        },
+        {'in_channels': 8, 'out_channels': 6, 'kernel_size': 3, 'padding': 1},
+    ],
+)
+def test_fast_conv_exact(kwargs: dict[str, int]) -> None:
+    layer = FastConv2d(**kwargs)
+    x = torch.randn(2, 8, 7, 9, requires_grad=True)
+    fast = layer(x)
+    g_fast = torch.autograd.grad(fast.square().sum(), [x, layer.weight])
+    layer.fast = False
+    slow = layer(x)
+    g_slow = torch.autograd.grad(slow.square().sum(), [x, layer.weight])
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    for a, b in zip(g_fast, g_slow, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
+
+
+def test_head_factors() -> None:
+    assert head_upsampling_factors(16) == (4, 2)
+    assert head_upsampling_factors(14) == (7, 1)
+    assert head_upsampling_factors(8) == (2, 2)
+    with pytest.raises(ValueError, match='positive even number, got 15'):
+        head_upsampling_factors(15)
+
+
+def decode(
+    dec: BandpassDecoder, grid: tuple[int, int], b: int = 2
+) -> tuple[torch.Tensor, ...]:
+    n = grid[0] * grid[1]
+    keep = max(1, n // 4)
+    ids_restore = torch.stack([torch.randperm(n) for _ in range(b)])
+    latent = torch.randn(b, 1 + keep, 24)
+    return dec(latent, ids_restore, torch.tensor([1.0, 2.0][:b]), grid)
+
+
+@pytest.mark.parametrize(
+    ('patch', 'grid', 'chans'), [(16, (2, 3), 3), (14, (2, 2), 5), (8, (3, 2), 1)]
+)
+def test_output_sizes(patch: int, grid: tuple[int, int], chans: int) -> None:
+    dec = BandpassDecoder(
+        24, chans, patch, embed_dim=16, depth=1, num_heads=2, fcn_dim=8
+    )
+    low, high = decode(dec, grid)
+    h, w = grid[0] * patch, grid[1] * patch
+    assert low.shape == (2, chans, h, w)
+    assert high.shape == (2, chans, 2 * h, 2 * w)
+
+
+@pytest.mark.parametrize(('progressive', 'independent'), [(True, True), (False, False)])
+def test_variants(progressive: bool, independent: bool) -> None:
+    dec = BandpassDecoder(
+        24,
+        3,
+        16,
+        embed_dim=16,
+        depth=2,
+        num_heads=2,
+        fcn_dim=8,
+        fcn_layers=1,
+        progressive=progressive,
+        independent_heads=independent,
+    )
+    names = set(dict(dec.named_parameters()))
+    if progressive:
+        assert {'up_high.0.ln.weight', 'up_high.2.weight'} <= names
+    else:
+        assert {'up_high.0.weight', 'up_high.1.ln.weight', 'up_high.3.weight'} <= names
+    assert ('head.proj.weight' in names) is not independent
+    assert ('head_high.proj.weight' in names) is independent
+    low, high = decode(dec, (2, 2))
+    assert low.shape == (2, 3, 32, 32) and high.shape == (2, 3, 64, 64)
+
+
+def test_checkpoint_heads_same_gradients() -> None:
+    torch.manual_seed(0)
+    dec = BandpassDecoder(24, 3, 16, embed_dim=16, depth=1, num_heads=2, fcn_dim=8)
+    latent = torch.randn(2, 2, 24)
+    ids = torch.stack([torch.randperm(4) for _ in range(2)])
+    res = torch.tensor([1.0, 3.0])
+
+    def grads(flag: bool) -> list[torch.Tensor]:
+        dec.checkpoint_heads = flag
+        dec.zero_grad()
+        low, high = dec(latent, ids, res, (2, 2))
+        (low.square().mean() + high.abs().mean()).backward()
+        return [p.grad.clone() for p in dec.parameters() if p.grad is not None]
+
+    dec.train()
+    for a, b in zip(grads(False), grads(True), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_fused_attention_and_bad_config() -> None:
+    dec = BandpassDecoder(24, 3, 16, embed_dim=16, depth=1, num_heads=2, fcn_dim=8)
+    assert all(m.fused_attn for m in dec.modules() if hasattr(m, 'fused_attn'))
+    with pytest.raises(ValueError, match='not divisible by num_heads'):
+        BandpassDecoder(24, embed_dim=18, num_heads=4)
+    with pytest.raises(ValueError, match='fcn_dim must be a positive multiple of 4'):
+        BandpassDecoder(24, embed_dim=16, num_heads=2, fcn_dim=6)
+    with pytest.raises(ValueError, match='out_chans must be positive'):
+        BandpassDecoder(24, 0, embed_dim=16, num_heads=2)

@@ -1,0 +1,185 @@
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from torchgeo_scalemae.models import (
+    REFERENCE_CONFIG_KEYS,
+    ScaleMAE,
+    ScaleMAEOutput,
+    convert_reference_state_dict,
+    create_scalemae,
+    list_scalemae_models,
+    scalemae_pretrain_vit_tiny_patch16,
+)
+
+
+def reference_model(meta: dict[str, Any], **extra: Any) -> ScaleMAE:
+    return ScaleMAE.from_reference_config(
+        img_size=meta['img'],
+        patch_size=meta['patch'],
+        embed_dim=meta['dim'],
+        depth=meta['depth'],
+        num_heads=meta['heads'],
+        decoder_embed_dim=meta['ddim'],
+        decoder_depth=meta['ddepth'],
+        decoder_num_heads=meta['dheads'],
+        fcn_dim=meta['fcn_dim'],
+        fcn_layers=meta['fcn_layers'],
+        band_config=meta['band'],
+        use_l1_loss=meta['l1'],
+        l1_loss_weight=meta['l1w'],
+        **extra,
+    )
+
+
+@pytest.mark.parametrize('fast_ops', [True, False])
+def test_parity_with_reference(fixture: dict[str, Any], fast_ops: bool) -> None:
+    model = reference_model(fixture['meta'])
+    model.decoder.set_fast_ops(fast_ops)
+    model.load_state_dict(convert_reference_state_dict(fixture['state']), strict=True)
+    with torch.no_grad():
+        out = model(
+            fixture['input'],
+            res=fixture['res'],
+            targets=fixture['target'],
+            noise=fixture['noise'],
+        )
+        cls = model.encoder.forward_features(fixture['input'], res=fixture['res'])[:, 0]
+        pe = model.decoder.pos_encoder(fixture['res'], (4, 4))
+    assert isinstance(out, ScaleMAEOutput)
+    assert out.loss is not None
+    torch.testing.assert_close(out.loss, fixture['loss'][0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.pred_high, fixture['pred_high'], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.pred_low, fixture['pred_low'], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.mask, fixture['mask'], atol=0, rtol=0)
+    torch.testing.assert_close(cls, fixture['cls_feature'], atol=1e-5, rtol=0)
+    torch.testing.assert_close(pe, fixture['pos_embed_encoder'], atol=1e-5, rtol=0)
+
+
+def test_tiny_builder_is_fixture_size(fixture: dict[str, Any]) -> None:
+    model = scalemae_pretrain_vit_tiny_patch16(
+        band_config=fixture['meta']['band'], use_l1_loss=fixture['meta']['l1']
+    )
+    model.load_state_dict(convert_reference_state_dict(fixture['state']), strict=True)
+    out = model(fixture['input'], fixture['res'], fixture['target'], fixture['noise'])
+    assert out.loss is not None
+    torch.testing.assert_close(out.loss, fixture['loss'][0], atol=1e-5, rtol=0)
+
+
+def test_shapes_224_and_mask_count() -> None:
+    model = scalemae_pretrain_vit_tiny_patch16()
+    out = model(torch.randn(2, 3, 224, 224), torch.tensor([2.5, 4.0]))
+    assert out.loss is None and out.loss_low is None and out.loss_high is None
+    assert out.pred_low.shape == (2, 3, 224, 224)
+    assert out.pred_high.shape == (2, 3, 448, 448)
+    assert torch.all(out.mask.sum(1) == 147)
+
+
+def test_non_square_multichannel_backward() -> None:
+    model = scalemae_pretrain_vit_tiny_patch16(in_chans=4, loss_preset='paper')
+    x = torch.randn(2, 4, 32, 48)
+    out = model(x, 2.0, torch.randn(2, 4, 64, 96), mask_ratio=0.5)
+    assert out.pred_low.shape == (2, 4, 32, 48)
+    assert out.pred_high.shape == (2, 4, 64, 96)
+    assert out.loss is not None
+    out.loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    missing = [n for n, g in grads.items() if g is None]
+    assert missing == []
+
+
+def test_from_reference_config_defaults_and_errors() -> None:
+    assert REFERENCE_CONFIG_KEYS['band_config'] == (7, 56)
+    with torch.device('meta'):
+        model = ScaleMAE.from_reference_config()
+    assert model.encoder.embed_dim == 1024 and len(model.encoder.blocks) == 24
+    assert model.decoder.embed_dim == 512 and len(model.decoder.blocks) == 3
+    assert model.loss.band_config == (7, 56) and not model.loss.use_l1_loss
+    assert model.mask_ratio == 0.75 and model.in_chans == 3 and model.patch_size == 16
+    with pytest.raises(
+        TypeError, match=r"unknown reference config keys \['norm_pix'\]"
+    ):
+        ScaleMAE.from_reference_config(norm_pix=True)
+
+
+@pytest.mark.parametrize(
+    ('target_shape', 'match'),
+    [
+        ((2, 3, 32, 32), 'exactly twice the input size'),
+        ((2, 3, 64, 96), 'exactly twice the input size'),
+        ((2, 4, 64, 64), 'exactly twice the input size'),
+        ((1, 3, 64, 64), 'exactly twice the input size'),
+    ],
+)
+def test_bad_targets(target_shape: tuple[int, ...], match: str) -> None:
+    model = scalemae_pretrain_vit_tiny_patch16()
+    with pytest.raises(ValueError, match=match):
+        model(torch.randn(2, 3, 32, 32), targets=torch.randn(*target_shape))
+
+
+@pytest.mark.parametrize(
+    ('kwargs', 'match'),
+    [
+        ({'images': torch.randn(2, 4, 32, 32)}, 'expected 3 input channels, got 4'),
+        ({'images': torch.randn(2, 3, 40, 32)}, 'multiples of the patch size'),
+        ({'res': 0.0}, 'res'),
+        ({'res': math.nan}, 'res'),
+        ({'res': math.inf}, 'res'),
+        ({'res': torch.tensor([1.0, -1.0])}, 'res'),
+        ({'res': torch.ones(5)}, 'res'),
+        ({'mask_ratio': 1.5}, 'mask_ratio'),
+        ({'noise': torch.rand(2, 3)}, 'noise'),
+    ],
+)
+def test_bad_inputs(kwargs: dict[str, Any], match: str) -> None:
+    model = scalemae_pretrain_vit_tiny_patch16()
+    kwargs.setdefault('images', torch.randn(2, 3, 32, 32))
+    with pytest.raises(ValueError, match=match):
+        model(**kwargs)
+
+
+def test_bad_constructor() -> None:
+    with pytest.raises(ValueError, match='mask_ratio'):
+        scalemae_pretrain_vit_tiny_patch16(mask_ratio=1.0)
+
+
+def test_create_by_name() -> None:
+    names = list_scalemae_models()
+    assert 'scalemae_pretrain_vit_tiny_patch16' in names and 'scalemae' in names
+    model = create_scalemae('scalemae_pretrain_vit_tiny_patch16', in_chans=1)
+    assert model.in_chans == 1
+    with torch.device('meta'):
+        huge = create_scalemae('scalemae_pretrain_vit_huge_patch14')
+        base = create_scalemae('scalemae_pretrain_vit_base_patch16')
+    assert huge.patch_size == 14 and base.encoder.embed_dim == 768
+    with pytest.raises(ValueError, match="unknown Scale-MAE model 'nope'"):
+        create_scalemae('nope')
+
+
+def test_bf16_autocast_loss_close() -> None:
+    torch.manual_seed(0)
+    model = scalemae_pretrain_vit_tiny_patch16().eval()
+    x, t = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64)
+    noise = torch.rand(2, 4)
+    with torch.no_grad():
+        ref = model(x, torch.tensor([2.0, 4.0]), t, noise)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = model(x, torch.tensor([2.0, 4.0]), t, noise)
+    assert low.loss is not None and ref.loss is not None
+    assert low.loss.dtype == torch.float32
+    assert abs(low.loss.item() - ref.loss.item()) / ref.loss.item() < 0.02
+
+
+def test_compile_tiny() -> None:
+    model = scalemae_pretrain_vit_tiny_patch16()
+    compiled = torch.compile(model, backend='eager')
+    x, t = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64)
+    noise = torch.rand(2, 4)
+    res = torch.tensor([1.0, 2.0])
+    a = compiled(x, res, t, noise)
+    b = model(x, res, t, noise)
+    assert a.loss is not None and b.loss is not None
+    torch.testing.assert_close(a.loss, b.loss)
+    a.loss.backward()
