@@ -1,6 +1,8 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
 import math
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -115,3 +117,41 @@ def test_gsd_from_batch_cuda() -> None:
     image = torch.zeros(2, 3, 8, 8, device='cuda')
     out = gsd_from_batch({'image': image}, 0.5)
     assert out.device.type == 'cuda'
+
+
+DOCS = Path(__file__).resolve().parents[1] / 'docs' / 'user' / 'gsd.rst'
+
+
+def python_blocks(text: str) -> list[str]:
+    blocks, lines, inside = [], [], False
+    for line in [*text.splitlines(), 'END']:
+        if inside and line and not line.startswith(' '):
+            blocks.append(textwrap.dedent('\n'.join(lines)))
+            inside, lines = False, []
+        if inside:
+            lines.append(line)
+        if line.strip() == '.. code-block:: python':
+            inside = True
+    return blocks
+
+
+def test_user_guide_examples_run(capsys: pytest.CaptureFixture[str]) -> None:
+    blocks = python_blocks(DOCS.read_text())
+    assert len(blocks) == 3
+    for block in blocks:
+        exec(compile(block, str(DOCS), 'exec'), {})  # noqa: S102
+    out = capsys.readouterr().out
+    assert 'tensor([0.1000, 0.2000, 0.4000, 0.1000, 0.2000, 0.4000])' in out
+    assert "['gsd', 'image', 'label']" in out
+    assert (
+        'tensor([0.3000, 1.0000, 1.0000, 1.0000, 1.0000, 1.0000, 1.0000, 2.0000])'
+        in out
+    )
+
+
+def test_user_guide_lists_known_gsd() -> None:
+    from torchgeo_scalemae.datamodules import KNOWN_GSD
+
+    text = DOCS.read_text()
+    for name in KNOWN_GSD:
+        assert name in text, name
