@@ -296,3 +296,23 @@ def test_cuda() -> None:
         out = aug(batch)
         assert out['image'].is_cuda
         assert out['gsd'].is_cuda
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_no_sync_without_validation() -> None:
+    batch = {k: v.cuda() for k, v in ramp_batch([0.5, 2.0]).items()}
+    augs = (
+        GSDRandomResizedCrop(16, validate=False),
+        GSDResize(16, validate=False),
+        GSDCenterCrop(16, validate=False),
+    )
+    for aug in augs:
+        aug(batch)  # warm-up (kernel loading may synchronise)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        for aug in augs:
+            out = aug(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    assert out['gsd'].is_cuda

@@ -107,3 +107,17 @@ def test_band_targets_reexported() -> None:
     assert low.shape == (1, 3, 8, 8)
     assert high.shape == target.shape
     assert recombine_bands(low, high, 4).shape == target.shape
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_pair_cuda_no_sync_without_validation() -> None:
+    batch = {k: v.cuda() for k, v in batch_of([0.5, 2.0]).items()}
+    pair = ScaleMAEPair(16, validate=False)
+    pair(batch)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        out = pair(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    assert torch.equal(out['gsd'], 2 * out['target_gsd'])

@@ -165,7 +165,9 @@ class GSDRandomResizedCrop(nn.Module):
             )
         out_image = self.crop(image)
         params = self.crop._params
-        src = params['src'].to(device=gsd.device, dtype=torch.float64)
+        # kornia samples the boxes on the CPU; a non-blocking host-to-device copy of
+        # pageable memory is staged at once and does not wait for the GPU
+        src = params['src'].to(torch.float64).to(gsd.device, non_blocking=True)
         x0 = src[:, 0, 0]
         y0 = src[:, 0, 1]
         w = src[:, 1, 0] - src[:, 0, 0] + 1
