@@ -159,3 +159,49 @@ def test_wrapper_from_cli_config(tmp_path: Path) -> None:
     assert isinstance(dm.datamodule, EuroSATDataModule)
     assert dm.datamodule.batch_size == 4
     assert dm.gsd == 10.0
+
+
+def test_wrapper_torchgeo_fit(tmp_path: Path) -> None:
+    """`torchgeo fit` with the wrapper around a datamodule that knows no GSD."""
+    from torchgeo.main import main
+
+    config = tmp_path / 'fit.yaml'
+    config.write_text(
+        f"""
+trainer:
+  accelerator: cpu
+  max_steps: 1
+  limit_val_batches: 0
+  log_every_n_steps: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+  enable_checkpointing: false
+  logger:
+    class_path: lightning.pytorch.loggers.CSVLogger
+    init_args:
+      save_dir: {tmp_path}
+      name: logs
+model:
+  class_path: torchgeo_scalemae.tasks.ScaleMAEPretraining
+  init_args:
+    model: scalemae_pretrain_vit_tiny_patch16
+    input_size: 32
+    hflip: false
+data:
+  class_path: torchgeo_scalemae.datamodules.GSDDataModule
+  init_args:
+    datamodule: tests.datamodules.test_attach.FakeDataModule
+    gsd: 0.7
+  dict_kwargs:
+    batch_size: 4
+    size: 64
+"""
+    )
+    main(['fit', '--config', str(config)])
+    metrics = (tmp_path / 'logs' / 'version_0' / 'metrics.csv').read_text()
+    header, *rows = [line.split(',') for line in metrics.strip().splitlines()]
+    row = next(r for r in rows if r[header.index('train_gsd_min_step')])
+    low = float(row[header.index('train_gsd_min_step')])
+    high = float(row[header.index('train_gsd_max_step')])
+    # input gsd = 0.7 m x (crop side / 64 px) x 2, crop side in [sqrt(0.2) * 64, 64]
+    assert 0.7 * 2 * 0.2**0.5 - 1e-4 <= low <= high <= 0.7 * 2 + 1e-4
