@@ -7,17 +7,19 @@
 
 import importlib
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from lightning.pytorch import LightningDataModule
-from matplotlib.figure import Figure
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from torchgeo.datamodules import BaseDataModule
 
 from ..gsd import GSD_KEY, check_gsd
 from .known_gsd import lookup_gsd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ('AttachGSD', 'GSDDataModule', 'with_gsd')
 
@@ -152,6 +154,11 @@ class GSDDataModule(BaseDataModule):
 
     In Python, ``datamodule`` may also be a class or an instance.
 
+    TorchGeo *GeoDataModules* need no wrapper: their batches carry ``bounds``, from
+    which :func:`torchgeo_scalemae.gsd.gsd_from_batch` (used by the tasks) derives
+    the GSD per sample, provided the CRS is in metres. For your own rasters use
+    :class:`~torchgeo_scalemae.datamodules.GeoTIFFGSDDataModule`, which checks that.
+
     Args:
         datamodule: Name (``'UCMercedDataModule'``, looked up in
             :mod:`torchgeo.datamodules`, or ``'package.module.Class'``), class or
@@ -275,7 +282,7 @@ class GSDDataModule(BaseDataModule):
             batch = self.gsd_train_aug(batch)
         return batch
 
-    def plot(self, *args: Any, **kwargs: Any) -> Figure | None:
+    def plot(self, *args: Any, **kwargs: Any) -> 'Figure | None':
         """Delegate plotting to the wrapped datamodule."""
         plot = getattr(self.datamodule, 'plot', None)
         return plot(*args, **kwargs) if plot is not None else None
