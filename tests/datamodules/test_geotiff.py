@@ -66,7 +66,9 @@ def test_default_raster() -> None:
 def test_raster_gsd_equals_resolution(
     tmp_path: Path, crs: str, res: float, gsd: float
 ) -> None:
-    path = write_raster(tmp_path / 'a.tif', crs, res, x0=1000.0, y0=200000.0)
+    # Web Mercator at the equator, where its metres are ground metres
+    y0 = 128.0 if crs == 'EPSG:3857' else 200000.0
+    path = write_raster(tmp_path / 'a.tif', crs, res, x0=1000.0, y0=y0)
     ds = GSDRasterDataset(tmp_path)
     assert ds.res == (res, res)
     xs, ys, _ = ds.bounds
@@ -203,3 +205,15 @@ def test_datamodule_plain_sampler_and_errors(tmp_path: Path) -> None:
         GeoTIFFGSDDataModule(str(tmp_path), resolution_mode='x')
     with pytest.raises(ValueError, match='std'):
         GeoTIFFGSDDataModule(str(tmp_path), std=0.0)
+
+
+def test_web_mercator_latitude(tmp_path: Path) -> None:
+    # northing of latitude 60 degrees in Web Mercator: cos(60) = 0.5
+    import math
+
+    y60 = 6378137.0 * math.log(math.tan(math.pi / 4 + math.radians(60) / 2))
+    write_raster(tmp_path / 'a.tif', 'EPSG:3857', 2.0, x0=0.0, y0=y60 + 32.0)
+    ds = GSDRasterDataset(tmp_path)
+    xs, _, _ = ds.bounds
+    sample = ds[xs.start : xs.start + 32.0, y60 - 16.0 : y60 + 16.0]
+    assert sample['gsd'].item() == pytest.approx(1.0, rel=1e-5)

@@ -33,6 +33,7 @@ __all__ = (
 )
 
 DEFAULT_RASTER = 'neon_osbs_rgb_0.1m.tif'
+_WEB_MERCATOR_RADIUS = 6378137.0
 
 
 def default_raster_path() -> Path:
@@ -100,7 +101,8 @@ class GSDRasterDataset(RasterDataset):
 
     Reads any GeoTIFFs (``filename_glob``) from files or folders. Every sample gets
     ``gsd``: the resolution the sample was read at (the GeoSlice step, or the
-    dataset resolution), converted from CRS units to metres. A geographic CRS
+    dataset resolution), converted from CRS units to metres (for Web Mercator,
+    times the cosine of the latitude of the sample centre). A geographic CRS
     (degrees) is refused unless ``gsd`` (metres per native pixel) is given, in
     which case ``gsd`` is scaled by ``step / native resolution``.
 
@@ -155,12 +157,20 @@ class GSDRasterDataset(RasterDataset):
             self.metres_per_unit = None
         else:
             self.metres_per_unit = metres_per_crs_unit(self.crs)
+        operation = pyproj.CRS.from_user_input(self.crs).coordinate_operation
+        self.web_mercator = operation is not None and 'Pseudo Mercator' in (
+            operation.method_name
+        )
 
-    def gsd_for_step(self, step: float) -> float:
+    def gsd_for_step(self, step: float, y: float | None = None) -> float:
         """Return the GSD (metres per pixel) of a sample read at ``step`` CRS units.
+
+        For Web Mercator (EPSG:3857), whose metres are true only at the equator, the
+        ground GSD at northing ``y`` is ``step * cos(latitude)``.
 
         Args:
             step: Pixel size of the sample in CRS units.
+            y: Northing of the sample centre (used for Web Mercator only).
 
         Returns:
             The GSD in metres per pixel.
@@ -168,7 +178,11 @@ class GSDRasterDataset(RasterDataset):
         if self.user_gsd is not None:
             return self.user_gsd * step / self.native_res
         assert self.metres_per_unit is not None
-        return step * self.metres_per_unit
+        gsd = step * self.metres_per_unit
+        if self.web_mercator and y is not None:
+            latitude = 2 * math.atan(math.exp(y / _WEB_MERCATOR_RADIUS)) - math.pi / 2
+            gsd *= math.cos(latitude)
+        return gsd
 
     def __getitem__(self, index: Any) -> dict[str, Any]:
         """Read a sample and attach its ``gsd``.
@@ -180,9 +194,10 @@ class GSDRasterDataset(RasterDataset):
             Sample with ``image``, ``gsd``, ``bounds``, ``transform``.
         """
         sample = dict(super().__getitem__(index))
-        x, _, _ = self._disambiguate_slice(index)
+        x, y, _ = self._disambiguate_slice(index)
+        centre = (float(y.start) + float(y.stop)) / 2
         sample[GSD_KEY] = torch.tensor(
-            self.gsd_for_step(float(x.step)), dtype=torch.float32
+            self.gsd_for_step(float(x.step), centre), dtype=torch.float32
         )
         if self.gsd_transforms is not None:
             sample = self.gsd_transforms(sample)
