@@ -22,7 +22,7 @@ from .models.encoder import scalemae_vit_base_patch16 as _vit_base
 from .models.encoder import scalemae_vit_huge_patch14 as _vit_huge
 from .models.encoder import scalemae_vit_large_patch16 as _vit_large
 from .models.encoder import scalemae_vit_tiny_patch16 as _vit_tiny
-from .models.weights import FMOW_RGB_URL
+from .models.weights import FMOW_RGB_URL, head_last
 
 # a list: timm's register_model appends entrypoint names to the module's __all__
 __all__ = [
@@ -108,10 +108,17 @@ def _filter_fn(state_dict: dict[str, Any], model: ScaleMAEEncoder) -> dict[str, 
     return out
 
 
+def _build(variant: str) -> Callable[..., ScaleMAEEncoder]:
+    def build(**kwargs: Any) -> ScaleMAEEncoder:
+        return head_last(_BUILDERS[variant](**kwargs))
+
+    return build
+
+
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> ScaleMAEEncoder:
     out_indices = kwargs.pop('out_indices', min(3, DEPTHS[variant]))
     model: ScaleMAEEncoder = build_model_with_cfg(
-        _BUILDERS[variant],
+        _build(variant),
         variant,
         pretrained,
         pretrained_filter_fn=_filter_fn,

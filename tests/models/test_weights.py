@@ -173,7 +173,9 @@ def test_encoder_weights_hash_checked_strict_default_res(
 
 
 def test_encoder_builders_without_weights() -> None:
-    assert W.scalemae_vit_tiny_patch16(res=2.5).res == 2.5
+    model = W.scalemae_vit_tiny_patch16(res=2.5)
+    assert model.res == 2.5
+    assert list(model._modules)[-1] == 'head'  # TorchGeo's loader reads the last child
     assert W.scalemae_vit_tiny_patch16(in_chans=4).in_chans == 4
     with torch.device('meta'):
         for builder in (

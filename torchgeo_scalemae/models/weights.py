@@ -59,6 +59,7 @@ __all__ = (
     'RES_CONVENTION',
     'ScaleMAEEncoderLarge16_Weights',
     'ScaleMAEPretrainLarge16_Weights',
+    'head_last',
     'load_encoder_state_dict',
     'scalemae',
     'scalemae_pretrain_vit_base_patch16',
@@ -348,6 +349,28 @@ def _no_weights(name: str, weights: Any) -> None:
         )
 
 
+def head_last(model: ScaleMAEEncoder) -> ScaleMAEEncoder:
+    """Make ``head`` the encoder's last child module (in place).
+
+    TorchGeo's ``tasks.utils.load_state_dict`` (used by ``Classification``, ``MoCo``,
+    ``SimCLR``, ``BYOL`` and ``MAE`` to load ``weights=...``) treats the last child
+    module as the classifier; :class:`ScaleMAEEncoder` registers its ``pos_encoder``
+    after timm's ``head``. The timm entrypoints and these builders reorder it.
+
+    Args:
+        model: the encoder.
+
+    Returns:
+        The same encoder.
+
+    .. versionadded:: 0.1
+    """
+    modules = model._modules
+    if 'head' in modules:
+        modules['head'] = modules.pop('head')
+    return model
+
+
 def _encoder(
     name: str, builder: Any, weights: Any, res: float | None, kwargs: dict[str, Any]
 ) -> ScaleMAEEncoder:
@@ -355,8 +378,7 @@ def _encoder(
     res = _check_res(res, None)
     if res is not None:
         kwargs['res'] = res
-    model: ScaleMAEEncoder = builder(**kwargs)
-    return model
+    return head_last(builder(**kwargs))
 
 
 def _pretrain(
@@ -439,7 +461,7 @@ def scalemae_vit_large_patch16(
     member = _verify(ScaleMAEEncoderLarge16_Weights, weights)
     _check_in_chans(member, kwargs)
     kwargs['res'] = _check_res(res, member)
-    model = _vit_large(**kwargs)
+    model = head_last(_vit_large(**kwargs))
     state_dict = member.get_state_dict(
         progress=True, check_hash=True, weights_only=True
     )
