@@ -53,7 +53,10 @@ def build_encoder(
     """Create a feature encoder (no classifier head) by name.
 
     A name of a builder in :mod:`torchgeo_scalemae.models` (``scalemae_vit_*``) calls
-    the builder directly; any other name goes to :func:`timm.create_model` (timm Vision
+    the builder directly; ``'scalemae_vit'`` builds a
+    :class:`~torchgeo_scalemae.models.ScaleMAEEncoder` of any size from *model_kwargs*
+    (``patch_size``, ``embed_dim``, ``depth``, ``num_heads``; MLP ratio 4 and qkv
+    bias by default); any other name goes to :func:`timm.create_model` (timm Vision
     Transformers are created with ``dynamic_img_size=True`` so that every evaluation
     scale works; their learned or fixed position table is resampled).
 
@@ -74,6 +77,10 @@ def build_encoder(
         raise ValueError(f'in_channels must be >= 1, got {in_channels}')
     kwargs: dict[str, Any] = {'num_classes': 0, 'in_chans': in_channels}
     kwargs.update(model_kwargs or {})
+    if model == 'scalemae_vit':
+        kwargs.setdefault('mlp_ratio', 4.0)
+        kwargs.setdefault('qkv_bias', True)
+        return ScaleMAEEncoder(**kwargs)
     builder = (
         getattr(_models, model, None) if model.startswith('scalemae_vit') else None
     )

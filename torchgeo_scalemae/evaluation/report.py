@@ -164,6 +164,11 @@ def plot_accuracy_vs_gsd(
         order = sorted(range(len(xs)), key=xs.__getitem__)
         ax.plot([xs[i] for i in order], [ys[i] for i in order], 'o-', label=label)
     ax.set_xscale('log')
+    ticks = sorted(
+        {r.gsd if by_gsd else r.height for rs in curves.values() for r in rs}
+    )
+    ax.set_xticks(ticks, [format_gsd(float(t)) for t in ticks])
+    ax.minorticks_off()
     ax.set_xlabel('GSD (m / pixel)' if by_gsd else 'image size (pixels)')
     ax.set_ylabel('top-1 accuracy (%)')
     ax.set_title(title)
