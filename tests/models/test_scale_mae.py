@@ -174,7 +174,7 @@ def test_bf16_autocast_loss_close() -> None:
 
 def test_compile_tiny() -> None:
     model = scalemae_pretrain_vit_tiny_patch16()
-    compiled = torch.compile(model, backend='eager')
+    compiled = torch.compile(model, backend='aot_eager')
     x, t = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64)
     noise = torch.rand(2, 4)
     res = torch.tensor([1.0, 2.0])
@@ -183,3 +183,15 @@ def test_compile_tiny() -> None:
     assert a.loss is not None and b.loss is not None
     torch.testing.assert_close(a.loss, b.loss)
     a.loss.backward()
+
+
+@pytest.mark.slow
+def test_compile_inductor_tiny() -> None:
+    """Full inductor compilation (minutes on a small CPU: excluded by default)."""
+    model = scalemae_pretrain_vit_tiny_patch16()
+    compiled = torch.compile(model)
+    x, t = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64)
+    noise, res = torch.rand(2, 4), torch.tensor([1.0, 2.0])
+    a, b = compiled(x, res, t, noise), model(x, res, t, noise)
+    assert a.loss is not None and b.loss is not None
+    torch.testing.assert_close(a.loss, b.loss, atol=1e-5, rtol=1e-5)
