@@ -481,6 +481,37 @@ def test_startup_imports_nothing_heavy() -> None:
     assert result.stdout.strip() == 'True []'
 
 
+@pytest.mark.xdist_group('subprocess')
+def test_cli_config_with_register_callback(tmp_path: Path) -> None:
+    # hook off: only the config's Register callback makes the encoder name known
+    from tests.evaluation.fake_datasets import make_ucmerced
+
+    make_ucmerced(tmp_path / 'data', per_split=2)
+    code = (
+        'import sys; from torchgeo.main import main; main(sys.argv[1:]); '
+        "print('OK', 'torchgeo_scalemae' in sys.modules)"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            '-c',
+            code,
+            'fit',
+            f'--config={ROOT / "tests" / "conf" / "registry_classification.yaml"}',
+            f'--data.dict_kwargs.root={tmp_path / "data"}',
+            f'--trainer.default_root_dir={tmp_path}',
+        ],
+        check=False,
+        cwd=tmp_path,
+        env={**os.environ, 'TORCHGEO_SCALEMAE_AUTOREGISTER': '0'},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == 'OK True'
+
+
 # ------------------------------------------------------------------------ docs
 def test_docs_page_lists_every_name_and_weight() -> None:
     text = (ROOT / 'docs' / 'user' / 'registry.rst').read_text()
