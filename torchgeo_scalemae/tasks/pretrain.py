@@ -66,7 +66,7 @@ def _resolve_weight_name(name: str) -> WeightsEnum:
     cls_name, _, member = name.partition('.')
     enum_cls = getattr(weights_module, cls_name, None)
     if member and isinstance(enum_cls, type) and issubclass(enum_cls, WeightsEnum):
-        found = enum_cls.__members__.get(member)
+        found = getattr(enum_cls, member, None)
         if isinstance(found, WeightsEnum):
             return found
     raise ValueError(
@@ -154,6 +154,7 @@ class ScaleMAEPretraining(BaseTask):
         default_gsd: float | None = None,
         reference_gsd: float = 1.0,
         crop_scale: tuple[float, float] = (0.2, 1.0),
+        hflip: bool = True,
         lr: float | None = None,
         base_lr: float = 1.5e-4,
         batch_size: int | None = None,
@@ -197,6 +198,8 @@ class ScaleMAEPretraining(BaseTask):
                 ``res = gsd / reference_gsd``.
             crop_scale: Area range of the random square crop, a fraction of the
                 image, ``0 < low <= high <= 1``.
+            hflip: Flip each training sample horizontally with probability 0.5
+                before cropping (as the reference does).
             lr: Absolute peak learning rate. When None it is
                 ``base_lr * effective_batch_size / 256``.
             base_lr: Peak learning rate per 256 samples (paper: 1.5e-4).
@@ -268,7 +271,7 @@ class ScaleMAEPretraining(BaseTask):
         kwargs.setdefault('in_chans', self.hparams['in_channels'])
         kwargs.setdefault('img_size', self.hparams['input_size'])
         kwargs.setdefault('mask_ratio', self.hparams['mask_ratio'])
-        kwargs.setdefault('loss', self.hparams['loss'])
+        kwargs.setdefault('loss_preset', self.hparams['loss'])
         self.model = create_scalemae(self.hparams['model'], **kwargs)
         patch = int(self.model.patch_size)
         if self.hparams['input_size'] % patch:
@@ -470,18 +473,27 @@ class ScaleMAEPretraining(BaseTask):
             )
 
     # ------------------------------------------------------------------ steps
-    def _pair(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+    def _pair(self, batch: Mapping[str, Any], train: bool) -> dict[str, Tensor]:
         device = _first_tensor_device(batch)
         gsd = gsd_from_batch(
             batch, self.hparams['default_gsd'], check_values=device.type == 'cpu'
         )
         image = batch['image'].float()
+        if image.ndim != 4 or image.shape[1] != self.hparams['in_channels']:
+            raise ValueError(
+                f'batch image must be (B, {self.hparams["in_channels"]}, H, W) '
+                f'(in_channels={self.hparams["in_channels"]}), got shape '
+                f'{tuple(image.shape)}'
+            )
         with torch.no_grad(), torch.autocast(device.type, enabled=False):
+            if train and self.hparams['hflip']:
+                flip = torch.rand(image.shape[0], device=device) < 0.5
+                image = torch.where(flip[:, None, None, None], image.flip(-1), image)
             pair: dict[str, Tensor] = dict(self.pair({'image': image, 'gsd': gsd}))
         return pair
 
     def _shared_step(self, batch: Mapping[str, Any], prefix: str) -> Tensor:
-        pair = self._pair(batch)
+        pair = self._pair(batch, train=prefix == 'train')
         res = gsd_to_res(pair['gsd'], self.hparams['reference_gsd'])
         out = self.model(pair['image'], res=res, targets=pair['target'])
         loss: Tensor = out.loss
@@ -523,14 +535,9 @@ class ScaleMAEPretraining(BaseTask):
 
     def _band_metrics(self, out: Any, target: Tensor) -> dict[str, Tensor]:
         """PSNR of both bands on the masked pixels and the std collapse signals."""
-        from ..models.bands import high_band_target, low_band_target
-
-        criterion = self.model.loss
         pred_low = out.pred_low.float()
         pred_high = out.pred_high.float()
-        target = target.float()
-        low_t = low_band_target(target, pred_low.shape[-2:], criterion.low_blur)
-        high_t = high_band_target(target, criterion.high_blur)
+        low_t, high_t = self.model.loss.targets(target, tuple(pred_low.shape[-2:]))
         patch = int(self.model.patch_size)
         grid = pred_low.shape[-1] // patch
         mask = out.mask.float().reshape(-1, 1, grid, grid)
@@ -601,7 +608,9 @@ class ScaleMAEPretraining(BaseTask):
         if interval <= 0 or trainer is None or not trainer.loggers:
             return
         step = self.global_step
-        if step % interval or step == self._last_image_step:
+        if step == self._last_image_step or (
+            step % interval and not self._is_last_step()
+        ):
             return
         if getattr(trainer, 'sanity_checking', False):
             return
@@ -613,6 +622,20 @@ class ScaleMAEPretraining(BaseTask):
         for logger in trainer.loggers:
             _log_image(logger, 'reconstruction', grid, step)
 
+    def _is_last_step(self) -> bool:
+        """Whether this optimiser step is the run's last (max_steps or max_epochs)."""
+        trainer = self.trainer
+        max_steps = trainer.max_steps
+        if max_steps is not None and 0 < max_steps <= self.global_step + 1:
+            return True
+        max_epochs = trainer.max_epochs
+        return bool(
+            max_epochs is not None
+            and max_epochs > 0
+            and self.current_epoch == max_epochs - 1
+            and trainer.is_last_batch
+        )
+
     def reconstruction_grid(
         self, pair: Mapping[str, Tensor], out: Any, max_samples: int = 4
     ) -> Tensor:
@@ -621,7 +644,9 @@ class ScaleMAEPretraining(BaseTask):
         Columns: input, masked input, low-band prediction, high-band prediction,
         recombination of both bands, target. All shown at the target size ``2S``;
         the first three bands (or band 0 as grey) are shown, each row stretched to
-        the target's range (the high band to its own range).
+        the target's range; the signed high band is shown with 0 as mid-grey and
+        plus or minus the largest absolute high-band target value as white or
+        black.
 
         Args:
             pair: The scale pair (``image`` ``(B, C, S, S)``, ``target``
@@ -659,8 +684,10 @@ class ScaleMAEPretraining(BaseTask):
         def stretch(x: Tensor, lo: Tensor = lo, hi: Tensor = hi) -> Tensor:
             return ((x - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)
 
-        h_lo = pred_high.amin(dim=(1, 2, 3), keepdim=True)
-        h_hi = pred_high.amax(dim=(1, 2, 3), keepdim=True)
+        # the high band is signed: show 0 as mid-grey, scaled by the target's band
+        _, high_t = self.model.loss.targets(target, tuple(pred_low.shape[-2:]))
+        h_hi = high_t.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+        h_lo = -h_hi
         columns = [
             stretch(up(image)),
             stretch(up(image)) * up(keep),
