@@ -201,3 +201,22 @@ def test_aid150_subset() -> None:
     assert batch['image'].max() <= 1
     assert torch.equal(batch['gsd'], torch.full((8,), 8.0))
     assert batch['label'].dtype == torch.long
+
+
+@pytest.mark.filterwarnings('ignore::rasterio.errors.NotGeoreferencedWarning')
+def test_plain_tiff_needs_gsd(tmp_path: Path) -> None:
+    with rasterio.open(
+        tmp_path / 'plain.tif',
+        'w',
+        driver='GTiff',
+        width=4,
+        height=4,
+        count=1,
+        dtype='uint8',
+    ) as dst:
+        dst.write(np.zeros((1, 4, 4), dtype=np.uint8))
+    with pytest.raises(ValueError, match='no GSD for'):
+        ImageFolderGSD(tmp_path)[0]
+    sample = ImageFolderGSD(tmp_path, gsd=3.0)[0]
+    assert sample['image'].shape == (1, 4, 4)
+    assert sample['gsd'].item() == 3.0

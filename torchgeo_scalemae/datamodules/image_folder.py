@@ -8,6 +8,7 @@
 import csv
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -87,14 +88,18 @@ def _load_image(path: Path, mode: str | None) -> tuple[Tensor, float | None]:
     """Read an image as float32 ``(C, H, W)`` raw values and its GSD if georeferenced."""
     if path.suffix.lower() in _RASTERIO_EXTENSIONS:
         import rasterio
+        from rasterio.errors import NotGeoreferencedWarning
 
-        with rasterio.open(path) as src:
-            array = src.read()
-            gsd = None
-            if src.crs is not None and not src.transform.is_identity:
-                factor = metres_per_crs_unit(src.crs, raise_error=False)
-                if factor is not None:
-                    gsd = math.sqrt(abs(src.res[0] * src.res[1])) * factor
+        gsd = None
+        with warnings.catch_warnings():
+            # plain TIFFs are fine: their GSD comes from gsd or gsd_csv
+            warnings.simplefilter('ignore', NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                array = src.read()
+                if src.crs is not None and not src.transform.is_identity:
+                    factor = metres_per_crs_unit(src.crs, raise_error=False)
+                    if factor is not None:
+                        gsd = math.sqrt(abs(src.res[0] * src.res[1])) * factor
         return torch.from_numpy(array.astype(np.float32)), gsd
     from PIL import Image
 
@@ -122,7 +127,7 @@ class ImageFolderGSD(NonGeoDataset):
 
     Samples: ``image`` float32 ``(C, H, W)`` with the raw pixel values (0-255 for
     8-bit images), ``gsd`` 0-d float32 in metres per pixel, ``label`` (int64) when
-    labelled, ``path`` index in :attr:`files` as ``index``. With ``image_size``
+    labelled; ``files[i]`` is the path of sample ``i``. With ``image_size``
     every image is resized (antialiased bilinear) to ``image_size`` and its GSD
     scaled by ``W / image_size`` (geometric mean of both axes when not square), so
     images of different sizes can be batched.
