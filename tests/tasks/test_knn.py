@@ -301,3 +301,48 @@ def test_cli_with_pretraining_checkpoint(
         'test_knn_acc_32px_gsd2.44m',
     ):
         assert name in out
+
+
+def test_gsd_from_wrapped_datamodule(tmp_path: Path) -> None:
+    # GSDDataModule attaches gsd (KNOWN_GSD: 0.3048 m per pixel of the 256-px images
+    # the UCMerced dataset returns; it resizes the 32-px fake files itself).
+    from torchgeo_scalemae.datamodules import GSDDataModule
+
+    make_ucmerced(tmp_path / 'data', per_split=2)
+    datamodule = GSDDataModule(
+        'UCMercedDataModule', root=str(tmp_path / 'data'), batch_size=4
+    )
+    task = MultiScaleKNN(model=TINY, scales=[1.0, 64], k=3)
+    Trainer(
+        accelerator='cpu',
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+    ).test(task, datamodule=datamodule)
+    assert [r.gsd for r in task.results] == pytest.approx([0.3048, 0.3048 * 4])
+    assert task.results[0].num_bank == 6
+
+
+def test_per_sample_gsd_from_folder(tmp_path: Path) -> None:
+    from torchgeo_scalemae.datamodules import ImageFolderGSDDataModule
+
+    root = make_image_folder(tmp_path / 'images', per_class=4)
+    rows = ['path,gsd'] + [
+        f'{p.relative_to(root)},{0.5 if p.parent.name == "alpha" else 2.0}'
+        for p in sorted(root.rglob('*.png'))
+    ]
+    (tmp_path / 'gsd.csv').write_text('\n'.join(rows) + '\n')
+    datamodule = ImageFolderGSDDataModule(
+        str(root), gsd_csv=str(tmp_path / 'gsd.csv'), batch_size=5, test_split_pct=0.5
+    )
+    task = MultiScaleKNN(model=TINY, scales=[16], k=3)
+    calls = spy_on(task.model)
+    Trainer(
+        accelerator='cpu',
+        logger=False,
+        enable_progress_bar=False,
+        default_root_dir=str(tmp_path),
+    ).test(task, datamodule=datamodule)
+    values = torch.cat([res for _, res in calls]).unique().tolist()
+    # 32 px -> 16 px doubles each image's own GSD: res = 1 m or 4 m
+    assert values == pytest.approx([1.0, 4.0])
