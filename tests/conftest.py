@@ -31,7 +31,9 @@ def shared_path(*parts: str) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _offline_torch_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _offline_torch_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     """Point torch.hub at a temporary folder so no test touches the user's cache."""
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / 'hub'))
