@@ -11,9 +11,12 @@ difference between the two models' class tokens.
 Peak memory:
 - CUDA: ``torch.cuda.max_memory_allocated`` during the timed forwards, minus the
   memory allocated before them (weights and input), i.e. the activation peak.
-- CPU: each model runs in its own spawned child process; the peak is the growth of
-  the child's maximum resident set size (``resource.getrusage(...).ru_maxrss``)
-  during the timed forwards. It counts whole pages, so it is coarse below ~1 MB.
+- CPU: each model runs in its own spawned child process; after building the model and
+  the input the child returns free heap memory to the OS (``malloc_trim``), resets its
+  resident-set high-water mark (writing 5 to ``/proc/self/clear_refs``, Linux) and
+  reports the growth of ``VmHWM`` over ``VmRSS`` during the forwards. Where the reset
+  is not possible it falls back to the growth of ``ru_maxrss``, which misses peaks
+  below the model-building peak. Page granularity: coarse below ~1 MB.
 
 Usage::
 
@@ -64,6 +67,35 @@ def build(kind: str, size: str, img: int) -> torch.nn.Module:
     return ours.eval()
 
 
+def _status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def cpu_peak_start() -> tuple[str, int]:
+    """Trim the heap, reset the RSS high-water mark; return (method, base bytes)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return 'VmHWM', _status_kib('VmRSS') * 1024
+    except OSError:
+        return 'ru_maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def cpu_peak_end(method: str, base: int) -> int:
+    if method == 'VmHWM':
+        return _status_kib('VmHWM') * 1024 - base
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+
+
 def measure(
     kind: str, args: argparse.Namespace, queue: 'mp.Queue[Any] | None' = None
 ) -> dict[str, Any]:
@@ -92,7 +124,7 @@ def measure(
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        method, base = cpu_peak_start()
     times = []
     for _ in range(args.iters):
         start = time.perf_counter()
@@ -102,7 +134,7 @@ def measure(
     if device.type == 'cuda':
         peak = torch.cuda.max_memory_allocated() - base
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+        peak = cpu_peak_end(method, base)
     result = {
         'kind': kind,
         'img_per_s': args.batch / statistics.median(times),
@@ -119,7 +151,7 @@ def measure_cpu_peak(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one model in a fresh process so ru_maxrss starts from that model alone."""
     ctx = mp.get_context('spawn')
     queue: mp.Queue[Any] = ctx.Queue()
-    # no warm-up in the child: ru_maxrss is monotonic, the first forward is the peak
+    # no warm-up in the child: its first forward is measured too
     child_args = argparse.Namespace(**{**vars(args), 'warmup': 0})
     proc = ctx.Process(target=measure, args=(kind, child_args, queue))
     proc.start()
@@ -184,7 +216,7 @@ def main() -> None:
         else:
             torch.cuda.empty_cache()
             results[kind]['peak_bytes'] = measure(kind, args)['peak_bytes']
-    memory = 'CUDA max_memory_allocated' if args.device != 'cpu' else 'child ru_maxrss'
+    memory = 'CUDA max_memory_allocated' if args.device != 'cpu' else 'child VmHWM'
     for kind in KINDS:
         r = results[kind]
         print(
