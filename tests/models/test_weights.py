@@ -286,9 +286,11 @@ def test_full_checkpoint_values_and_args(tmp_path: Path, redirect: Any) -> None:
     path.unlink()
     again = W.scalemae_pretrain_vit_large_patch16(FULL)
     assert again.encoder.res == 1.0
-    # TorchGeo's tasks call get_state_dict: the reference-keyed model entry
+    # get_state_dict: the converted weights of the model meta['model'] builds
     state = FULL.get_state_dict(progress=False, check_hash=True, weights_only=True)
-    assert set(state) == set(fixture['state'])
+    assert {k.split('.')[0] for k in state} == {'encoder', 'decoder'}
+    again.load_state_dict(state, strict=True)
+    assert set(FULL.get_checkpoint(progress=False)['model']) == set(fixture['state'])
 
 
 def test_full_checkpoint_sha256_checked_when_recorded(

@@ -47,6 +47,7 @@ from .encoder import scalemae_vit_base_patch16 as _vit_base
 from .encoder import scalemae_vit_huge_patch14 as _vit_huge
 from .encoder import scalemae_vit_large_patch16 as _vit_large
 from .encoder import scalemae_vit_tiny_patch16 as _vit_tiny
+from .reference import convert_reference_state_dict
 from .scale_mae import ScaleMAE
 from .scale_mae import scalemae_pretrain_vit_base_patch16 as _pretrain_base
 from .scale_mae import scalemae_pretrain_vit_huge_patch14 as _pretrain_huge
@@ -164,8 +165,8 @@ class ScaleMAEPretrainLarge16_Weights(WeightsEnum):  # type: ignore[misc]
     when ``meta['sha256']`` is set the download's full sha256 is verified (it is None
     until a maintainer records the digest of the released file).
 
-    :meth:`get_state_dict` returns the checkpoint's reference-keyed ``model`` entry,
-    whose encoder keys are timm's, so TorchGeo's tasks can also load its encoder.
+    :meth:`get_state_dict` returns the weights converted to :class:`ScaleMAE` keys;
+    :meth:`get_checkpoint` the raw checkpoint (reference keys, ``args``).
 
     .. versionadded:: 0.1
     """
@@ -227,23 +228,28 @@ class ScaleMAEPretrainLarge16_Weights(WeightsEnum):  # type: ignore[misc]
         return _load_reference_file(path)
 
     def get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """Return the checkpoint's reference-keyed ``model`` state dict.
+        """Return the checkpoint's weights converted to :class:`ScaleMAE` keys.
 
-        Accepts (and ignores) TorchGeo's ``check_hash``/``weights_only`` arguments: the
-        file is always unpickled weights-only and its name carries no hash.
+        The state dict of the model that ``meta['model']`` builds (``encoder.*``,
+        ``decoder.*``), as TorchGeo's convention has it, so
+        ``model.load_state_dict(weights.get_state_dict(), strict=True)`` works for a
+        :class:`ScaleMAE` of the released configuration. For TorchGeo's own tasks
+        (``Classification`` and others load into a bare encoder) use
+        :class:`ScaleMAEEncoderLarge16_Weights` instead. Accepts (and ignores)
+        TorchGeo's ``check_hash``/``weights_only`` arguments: the file is always
+        unpickled weights-only and its name carries no hash.
 
         Args:
             *args: ignored (TorchGeo passes keyword arguments only).
             **kwargs: ``progress`` is honoured; other keywords are ignored.
 
         Returns:
-            The ``model`` entry: encoder keys in timm's names, decoder keys in the
-            reference names.
+            The converted state dict.
 
         .. versionadded:: 0.1
         """
         checkpoint = self.get_checkpoint(progress=bool(kwargs.get('progress', True)))
-        return cast(dict[str, Any], checkpoint['model'])
+        return convert_reference_state_dict(checkpoint['model'])
 
 
 def _download(url: str, progress: bool) -> str:
