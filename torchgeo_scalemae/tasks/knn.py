@@ -334,8 +334,11 @@ class MultiScaleKNN(BaseTask):
             )
         self._bank = {}
         self._queries = {}
+        # the same precision context (e.g. autocast) as the evaluation steps
+        plugin = self.trainer.precision_plugin
         for batch in self._bank_batches():
-            self.multiscale_features(batch, self._bank)
+            with plugin.forward_context():
+                self.multiscale_features(batch, self._bank)
         if not self._bank:
             raise RuntimeError('the training split is empty: no kNN bank')
 
