@@ -140,3 +140,31 @@ def test_invalid_arguments() -> None:
         make_task(task='multilabel', num_labels=3, eval_scales=[1.0])
     with pytest.raises(ValueError, match='res_mode'):
         make_task(res_mode='metres')
+
+
+def test_training_crop_updates_res() -> None:
+    task = make_task(train_size=64, train_scale=(0.5, 1.0))
+    calls = spy_on(task.model)
+    batch = {'image': torch.rand(8, 3, 256, 256), 'label': torch.randint(0, 3, (8,))}
+    task.training_step(batch, 0)
+    [(size, res)] = calls
+    assert size == 64
+    # res = 0.3048 m x crop side / 64 with crop side in [256 sqrt(0.5), 256]
+    low, high = 0.3048 * 256 * 0.5**0.5 / 64, 0.3048 * 256 / 64
+    assert bool(((res >= low - 1e-3) & (res <= high + 1e-3)).all())
+    assert res.unique().numel() > 1  # per-sample crops
+    # validation is not cropped
+    calls.clear()
+    task.validation_step(batch, 0)
+    assert calls[0][0] == 256
+
+
+def test_training_crop_reference_res() -> None:
+    task = make_task(train_size=64, res_mode='reference', base_res=2.5)
+    calls = spy_on(task.model)
+    batch = {'image': torch.rand(4, 3, 128, 128), 'label': torch.randint(0, 3, (4,))}
+    task.training_step(batch, 0)
+    [(size, res)] = calls
+    assert size == 64
+    # base_res x crop px / output px, crop px in [128 sqrt(0.5), 128]
+    assert bool(((res >= 2.5 * 128 * 0.5**0.5 / 64 - 1e-3) & (res <= 5.0 + 1e-3)).all())

@@ -37,6 +37,7 @@ from ..evaluation.scales import (
 )
 from ..gsd import GSD_KEY, gsd_from_batch
 from ..models import ScaleMAEEncoder
+from ..transforms import GSDRandomResizedCrop
 
 __all__ = ('ScaleMAEClassification',)
 
@@ -59,6 +60,8 @@ class ScaleMAEClassification(Classification):
       ``layer_decay`` (e.g. 0.75) the learning rate of block ``i`` of ``L`` is scaled
       by ``layer_decay ** (L + 1 - i)`` (timm's ``param_groups_layer_decay``) and
       AdamW uses betas (0.9, 0.95), ``weight_decay`` on weights only.
+    * **Training crops** (``train_size``): a GSD-aware random resized crop of every
+      training batch (the reference trains at 224 px with area scale (0.5, 1)).
     * **Multi-scale testing** (``eval_scales``): every test batch is also resized to
       each scale (GSD updated, ``res`` recomputed) and the top-1 accuracy per scale is
       logged as ``test_acc_<size>px_gsd<gsd>m``, printed as a table, and plotted to
@@ -100,6 +103,8 @@ class ScaleMAEClassification(Classification):
         interpolation: Interpolation = 'bilinear',
         antialias: bool = True,
         model_kwargs: dict[str, Any] | None = None,
+        train_size: int | None = None,
+        train_scale: tuple[float, float] = (0.5, 1.0),
     ) -> None:
         """Initialize a new ScaleMAEClassification task.
 
@@ -135,6 +140,14 @@ class ScaleMAEClassification(Classification):
             interpolation: Resampling for ``eval_scales``.
             antialias: Antialias when downsampling.
             model_kwargs: Extra encoder constructor arguments.
+            train_size: If given, every training batch is randomly resized-cropped
+                to this square size in pixels
+                (:class:`~torchgeo_scalemae.transforms.GSDRandomResizedCrop`, bicubic,
+                ``gsd`` updated) before the encoder, as the reference's RRC at 224.
+            train_scale: Area range of that crop, a fraction of the image
+                (reference: (0.5, 1)). With ``res_mode='reference'`` the crop's
+                zoom multiplies ``res`` (``base_res x crop px / train_size``, the
+                reference's training rule).
 
         Raises:
             ValueError: For an invalid ``layer_decay``, ``res_mode``, ``pool``,
@@ -155,6 +168,8 @@ class ScaleMAEClassification(Classification):
             math.isfinite(default_gsd) and default_gsd > 0
         ):
             raise ValueError(f'default_gsd must be > 0 metres, got {default_gsd!r}')
+        if train_size is not None and train_size < 1:
+            raise ValueError(f'train_size must be >= 1 pixel, got {train_size!r}')
         if eval_scales is not None:
             check_scales(eval_scales)
             if task != 'multiclass':
@@ -181,6 +196,13 @@ class ScaleMAEClassification(Classification):
         self._scale_res: dict[int, list[Tensor]] = {}
         self._scale_size: dict[int, tuple[int, int]] = {}
         self.scale_results: list[ScaleResult] = []
+        self.train_crop = (
+            None
+            if train_size is None
+            else GSDRandomResizedCrop(
+                train_size, scale=(float(train_scale[0]), float(train_scale[1]))
+            )
+        )
 
     # ------------------------------------------------------------------ models
     def configure_models(self) -> None:
@@ -307,8 +329,25 @@ class ScaleMAEClassification(Classification):
 
     def _step(self, batch: Any, stage: str) -> tuple[Tensor, Tensor, Tensor]:
         x = batch['image']
+        res: Tensor | None = None
+        if stage == 'train' and self.train_crop is not None:
+            with torch.no_grad():
+                try:
+                    gsd = gsd_from_batch(batch, self.hparams['default_gsd'])
+                except ValueError:
+                    if self.hparams['res_mode'] == 'gsd':
+                        raise
+                    gsd = torch.ones(x.shape[0], device=x.device)
+                batch = self.train_crop({**batch, GSD_KEY: gsd})
+                if self.hparams['res_mode'] == 'reference':
+                    # the reference's training rule: base_res x crop px / output px
+                    zoom = batch[GSD_KEY] / gsd
+                    res = self.batch_res(batch, x) * zoom
+            x = batch['image']
         y = batch['label']
-        y_hat = self.forward(x, self.batch_res(batch, x)).squeeze(1)
+        if res is None:
+            res = self.batch_res(batch, x)
+        y_hat = self.forward(x, res).squeeze(1)
         metrics = getattr(self, f'{stage}_metrics')
         metrics(y_hat, y)
         target = y.float() if self.hparams['loss'] == 'bce' else y
