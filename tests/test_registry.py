@@ -3,6 +3,7 @@
 import hashlib
 import importlib.util
 import os
+import pkgutil
 import re
 import site
 import subprocess
@@ -371,12 +372,16 @@ def test_hook_failure_warns_and_keeps_torchgeo_importable(
     assert fake_tg.models.VALUE == 1
 
 
-def test_startup_files_agree() -> None:
+def test_startup_files_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     pth = (STARTUP / 'torchgeo_scalemae_autoregister.pth').read_text().splitlines()
     start = (STARTUP / 'torchgeo_scalemae_autoregister.start').read_text().splitlines()
     assert pth == [f'import {HOOK} as _h; _h.install()']
     entries = [line for line in start if line.strip() and not line.startswith('#')]
     assert entries == [f'{HOOK}:install']
+    # what Python >= 3.15 does with a .start line (PEP 829): resolve, then call
+    monkeypatch.syspath_prepend(str(STARTUP))
+    entry_point = pkgutil.resolve_name(entries[0])
+    assert callable(entry_point) and entry_point.__name__ == 'install'
     source = (STARTUP / f'{HOOK}.py').read_text()
     imports = re.findall(r'^(?:import|from) (\S+)', source, flags=re.MULTILINE)
     assert imports == ['os', 'sys']  # nothing heavy at start-up
