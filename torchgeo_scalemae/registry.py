@@ -134,9 +134,8 @@ def _torchgeo_api() -> Any:
     def fail(problem: str) -> RegistryError:
         return RegistryError(
             f'cannot register Scale-MAE in torchgeo {version}: {problem}. '
-            f'torchgeo-scalemae supports torchgeo >={low},<{high}; install a supported '
-            'torchgeo, or use the models directly (torchgeo_scalemae.models) without '
-            'the TorchGeo registry.'
+            f'torchgeo-scalemae supports torchgeo >={low},<{high}: install one, e.g. '
+            f"pip install 'torchgeo>={low},<{high}'"
         )
 
     model = getattr(api, '_model', None)
