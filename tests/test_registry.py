@@ -262,6 +262,23 @@ def test_torchgeo_tasks_accept_timm_names(task: str) -> None:
         assert module(torch.randn(2, 4, 32, 32)).shape == (2, 3)
 
 
+def test_segmentation_accepts_timm_universal_backbone() -> None:
+    # smp's 'tu-' encoders go through timm features_only (ViT-B: DPT needs 4 blocks)
+    from torchgeo.tasks import SemanticSegmentation
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        task = SemanticSegmentation(
+            model='dpt',
+            backbone='tu-scalemae_vit_base_patch16',
+            in_channels=4,
+            num_classes=3,
+        )
+    assert any(isinstance(m, ScaleMAEEncoder) for m in task.model.modules())
+    with torch.no_grad():
+        assert task.model(torch.randn(1, 4, 64, 64)).shape == (1, 3, 64, 64)
+
+
 def test_classification_loads_weights_by_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
