@@ -221,3 +221,14 @@ def test_compile_tiny(tiny: ScaleMAEEncoder) -> None:
     x = torch.randn(2, 3, 32, 32)
     res = torch.tensor([1.0, 2.0])
     torch.testing.assert_close(compiled(x, res), tiny.forward_features(x, res))
+
+
+def test_timm_pos_embed_hook(tiny: ScaleMAEEncoder) -> None:
+    """timm code calling self._pos_embed(patch_embed(x)) gets the default-res encoding."""
+    x = torch.randn(2, 3, 32, 48)
+    tiny.res = 2.0
+    nhwc = tiny.patch_embed(x)
+    assert nhwc.shape == (2, 2, 3, 64)
+    torch.testing.assert_close(tiny._pos_embed(nhwc), tiny._embed(x, None))
+    with pytest.raises(ValueError, match='do not fill a 2x2 grid'):
+        tiny._pos_embed(torch.randn(1, 5, 64), grid_size=(2, 2))

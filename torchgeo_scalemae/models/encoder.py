@@ -163,40 +163,53 @@ class ScaleMAEEncoder(VisionTransformer):
             self.res if res is None else res, batch_size, self.pos_encoder.omega.device
         )
 
-    def _pos_embed(self, x: Tensor, res: Tensor | float | None = None) -> Tensor:
-        """Add the GSD encoding to patch tokens and prepend the class token.
+    def _pos_embed(
+        self,
+        x: Tensor,
+        res: Tensor | float | None = None,
+        grid_size: tuple[int, int] | None = None,
+    ) -> Tensor:
+        """Prepend the class token and add the GSD encoding (zero for the class token).
 
         This overrides timm's hook, so timm code that calls ``self._pos_embed(x)``
         gets the encoding for the default :attr:`res`.
 
         Args:
             x: (B, h, w, D) patch tokens (timm's dynamic-size NHWC layout) or
-                (B, h*w, D) tokens of a square grid.
+                (B, h*w, D) tokens.
             res: per-sample scale, (B,) or a float; None uses :attr:`res`.
+            grid_size: (h, w) for (B, h*w, D) tokens; None means a square grid.
 
         Returns:
-            (B, 1 + h*w, D) tokens in the dtype of ``x``.
+            (B, 1 + h*w, D) tokens.
         """
         if x.ndim == 4:
-            b, h, w, d = x.shape
-            x = x.reshape(b, h * w, d)
+            b, h, w, _ = x.shape
+            x = x.flatten(1, 2)
         else:
-            b, n, d = x.shape
-            h = w = round(n**0.5)
+            b, n, _ = x.shape
+            if grid_size is None:
+                side = round(n**0.5)
+                grid_size = (side, side)
+            h, w = grid_size
             if h * w != n:
-                raise ValueError(f'cannot infer a square grid from {n} tokens')
-        pe = self.pos_encoder(self._resolve_res(res, b), (h, w), b).to(x.dtype)
+                raise ValueError(f'{n} tokens do not fill a {h}x{w} grid')
+        pe = self.pos_encoder(self._resolve_res(res, b), (h, w), b)
         assert self.cls_token is not None
-        cls = self.cls_token.expand(b, -1, -1) + pe[:, :1]
-        x = torch.cat([cls, x + pe[:, 1:]], dim=1)
+        # concatenate first, then one addition: the fewest full-size temporaries
+        x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
+        x = x + pe.to(x.dtype)
         out: Tensor = self.pos_drop(x)
         return out
 
     def _embed(self, x: Tensor, res: Tensor | float | None) -> Tensor:
         """Patch-embed, add the encoding, apply patch dropout and the pre-norm."""
-        self._check_input(x)
-        x = self.patch_embed(x)
-        x = self._pos_embed(x, res)
+        grid = self._check_input(x)
+        # timm's PatchEmbed in dynamic mode returns a permuted NHWC view whose
+        # flattening copies; flatten the convolution output directly instead
+        tokens = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
+        tokens = self.patch_embed.norm(tokens)
+        x = self._pos_embed(tokens, res, grid)
         x = self.patch_drop(x)
         out: Tensor = self.norm_pre(x)
         return out
