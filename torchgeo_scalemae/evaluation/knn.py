@@ -56,6 +56,29 @@ def _check_chunk(name: str, value: int) -> None:
         raise ValueError(f'{name} must be >= 1, got {value}')
 
 
+def _chunk_topk(sim: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k of each row of ``sim`` (q, b), ordered by value desc then index asc.
+
+    ``torch.topk`` leaves ties unordered and may pick any of several entries tied at
+    the k-th value; rows where more than k entries reach the k-th value are redone
+    with a stable sort, so the lowest indices win. Such rows are rare (duplicated
+    features), so the cost is that of ``topk`` plus one comparison pass.
+    """
+    vals, idx = sim.topk(k, dim=1)
+    ambiguous = (sim >= vals[:, -1:]).sum(dim=1) > k
+    if bool(ambiguous.any()):
+        rows = ambiguous.nonzero()[:, 0]
+        exact_vals, exact_idx = torch.sort(
+            sim[rows], dim=1, descending=True, stable=True
+        )
+        vals[rows] = exact_vals[:, :k]
+        idx[rows] = exact_idx[:, :k]
+    idx, order = idx.sort(dim=1)
+    vals = vals.gather(1, order)
+    vals, order = vals.sort(dim=1, descending=True, stable=True)
+    return vals, idx.gather(1, order)
+
+
 def knn_topk(
     query: Tensor,
     bank: Tensor,
@@ -81,7 +104,7 @@ def knn_topk(
         normalize: L2-normalise *query* and *bank* (computed in float32).
         query_chunk_size: Queries per similarity block.
         bank_chunk_size: Bank entries per similarity block. Peak extra memory is about
-            ``query_chunk_size * (bank_chunk_size + 2 k)`` floats.
+            ``2 * query_chunk_size * bank_chunk_size`` floats.
 
     Returns:
         ``(similarity, index)``, both of shape (Q, min(k, N)): float32 similarities in
@@ -120,11 +143,10 @@ def knn_topk(
         best_idx = torch.empty((q.shape[0], 0), dtype=torch.long, device=q.device)
         for b_start in range(0, num_bank, bank_chunk_size):
             sim = q @ bank[b_start : b_start + bank_chunk_size].T
-            # Stable descending sort: ties keep increasing bank index. The running
-            # best entries come from earlier chunks (lower indices), so putting them
-            # first keeps the tie order global.
-            sim, idx = torch.sort(sim, dim=1, descending=True, stable=True)
-            sim, idx = sim[:, :k], idx[:, :k] + b_start
+            sim, idx = _chunk_topk(sim, min(k, sim.shape[1]))
+            idx = idx + b_start
+            # The running best entries come from earlier chunks (lower indices), so
+            # putting them first and sorting stably keeps the tie order global.
             sim = torch.cat([best_sim, sim], dim=1)
             idx = torch.cat([best_idx, idx], dim=1)
             sim, order = torch.sort(sim, dim=1, descending=True, stable=True)
