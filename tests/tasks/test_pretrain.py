@@ -649,3 +649,26 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
         assert float(lr) == pytest.approx(1e-3 * 2 * 2 / 256)
     # both replicas hold the same weights after the synchronised steps
     assert rows[0][4] == rows[1][4]
+
+
+def test_bf16_mixed_and_accumulation(tmp_path: Path) -> None:
+    trainer = _trainer(
+        tmp_path, max_steps=2, precision='bf16-mixed', accumulate_grad_batches=2
+    )
+    task = _task(base_lr=1e-3, lr=None)
+    before = task.model.encoder.patch_embed.proj.weight.detach().clone()
+    trainer.fit(task, DataLoader(_Images(8), batch_size=2))
+    assert trainer.global_step == 2
+    # lr = base_lr * batch 2 * accumulate 2 * world 1 / 256
+    assert task.peak_lr == pytest.approx(1e-3 * 2 * 2 / 256)
+    after = task.model.encoder.patch_embed.proj.weight
+    assert after.dtype == torch.float32  # master weights stay float32
+    assert torch.isfinite(after).all()
+    assert not torch.equal(before, after)
+
+
+def test_compile_flag_keeps_state_dict_names() -> None:
+    task = _task(compile=True)
+    plain = _task()
+    assert task.model._compiled_call_impl is not None
+    assert set(task.state_dict()) == set(plain.state_dict())

@@ -499,7 +499,15 @@ class ScaleMAEPretraining(BaseTask):
         loss: Tensor = out.loss
         batch_size = int(pair['image'].shape[0])
         on_step = prefix == 'train'
-        log = {'batch_size': batch_size, 'on_step': on_step, 'on_epoch': True}
+        # validation metrics are epoch-only: reduce them over processes (one
+        # collective per epoch); training step values are each process's own
+        sync = not on_step
+        log = {
+            'batch_size': batch_size,
+            'on_step': on_step,
+            'on_epoch': True,
+            'sync_dist': sync,
+        }
         self.log(f'{prefix}_loss', loss, prog_bar=True, **log)  # type: ignore[arg-type]
         self.log(f'{prefix}_loss_low', out.loss_low, **log)  # type: ignore[arg-type]
         self.log(f'{prefix}_loss_high', out.loss_high, **log)  # type: ignore[arg-type]
@@ -515,6 +523,7 @@ class ScaleMAEPretraining(BaseTask):
             batch_size=batch_size,
             on_step=on_step,
             on_epoch=True,
+            sync_dist=sync,
         )
         self.log(
             f'{prefix}_gsd_max',
@@ -523,6 +532,7 @@ class ScaleMAEPretraining(BaseTask):
             batch_size=batch_size,
             on_step=on_step,
             on_epoch=True,
+            sync_dist=sync,
         )
         if prefix == 'train':
             finite = torch.isfinite(loss.detach())
