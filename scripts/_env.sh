@@ -34,7 +34,8 @@ fi
 VENV_PY="$ROOT/.venv/bin/python"
 EXTRAS="${INSTALL_EXTRAS:-test,lint,docs}"
 STAMP=".venv/.install-stamp-$(echo "$EXTRAS" | tr ',' '-')"
-WANT="$(cat pyproject.toml | sha256sum | cut -c1-16)"
+# editable installs copy the start-up hook into site-packages: reinstall when it changes
+WANT="$(cat pyproject.toml torchgeo_scalemae/_startup/* | sha256sum | cut -c1-16)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "==> installing torchgeo-scalemae[$EXTRAS] into .venv"
     "$VENV_PY" -m pip install --quiet --upgrade pip
