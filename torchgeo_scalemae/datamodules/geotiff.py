@@ -16,7 +16,7 @@ import numpy as np
 import pyproj
 import shapely
 import torch
-from geopandas import GeoSeries  # type: ignore[import-untyped]
+from geopandas import GeoSeries
 from shapely import Polygon
 from torchgeo.datamodules import GeoDataModule
 from torchgeo.datasets import GeoDataset, RasterDataset
