@@ -143,7 +143,9 @@ def measure(
         'cls': feats[:, 0].float().cpu(),
     }
     if queue is not None:
-        queue.put(result)
+        # plain numbers only: a tensor would be shared through a file descriptor
+        # that dies with this process
+        queue.put({k: v for k, v in result.items() if k != 'cls'})
     return result
 
 

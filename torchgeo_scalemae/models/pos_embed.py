@@ -161,10 +161,14 @@ class GSDPositionalEmbedding(nn.Module):
             device_type = 'cpu'
         with torch.autocast(device_type=device_type, enabled=False):
             # (res * position) * omega: the reference's order of float32 products
-            pos = grid[:, None, :] * r[None, :, None]  # (2, B, H*W)
-            out = pos[..., None] * omega  # (2, B, H*W, D/4)
-            emb = torch.cat(
-                [out[0].sin(), out[0].cos(), out[1].sin(), out[1].cos()], dim=-1
+            pos = r[:, None, None] * grid.t()  # (B, H*W, 2): x then y
+            angles = pos[..., None] * omega  # (B, H*W, 2, D/4)
+            # write sin/cos straight into the output: [sin x, cos x, sin y, cos y]
+            emb = torch.empty(
+                batch_size, 1 + h * w, self.embed_dim, device=omega.device
             )
-            cls = emb.new_zeros(batch_size, 1, self.embed_dim)
-            return torch.cat([cls, emb], dim=1)
+            emb[:, 0] = 0
+            parts = emb[:, 1:].view(batch_size, h * w, 2, 2, self.embed_dim // 4)
+            torch.sin(angles, out=parts[:, :, :, 0])
+            torch.cos(angles, out=parts[:, :, :, 1])
+            return emb
