@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's main job: set up .venv (Python 3.12, the package plus its test extra) and
+# The README's main job: set up .venv (Python 3.12, the package and its extras) and
 # pretrain a tiny Scale-MAE with `torchgeo fit` on the real raster bundled with the
 # package, offline, on the CPU, in a few minutes. Prints where the checkpoint, the
 # metrics and the reconstruction image are.
@@ -8,8 +8,7 @@
 #        --trainer.max_steps=20 or --trainer.accelerator=gpu]
 # Environment: PYTHON=/path/to/python3.12 to pick the interpreter;
 #              QUICKSTART_DIR (default outputs/quickstart) for the outputs.
-INSTALL_EXTRAS="${INSTALL_EXTRAS:-test}"
-export INSTALL_EXTRAS
+# The same .venv and extras as scripts/test.sh, so running both installs once.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 
 OUT_DIR="${QUICKSTART_DIR:-outputs/quickstart}"
