@@ -672,3 +672,33 @@ def test_compile_flag_keeps_state_dict_names() -> None:
     plain = _task()
     assert task.model._compiled_call_impl is not None
     assert set(task.state_dict()) == set(plain.state_dict())
+
+
+def test_weights_enum_members_and_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchgeo_scalemae.models import weights as weights_module
+
+    source = _task()
+    full_state = source.model.state_dict()
+    encoder_state = source.model.encoder.state_dict()
+    # offline: the enums return the tiny model's weights instead of downloading
+    monkeypatch.setattr(
+        weights_module.ScaleMAEPretrainLarge16_Weights,
+        'get_state_dict',
+        lambda self, *args, **kwargs: dict(full_state),
+    )
+    monkeypatch.setattr(
+        weights_module.ScaleMAEEncoderLarge16_Weights,
+        'get_state_dict',
+        lambda self, *args, **kwargs: dict(encoder_state),
+    )
+    by_name = _task(weights='ScaleMAEPretrainLarge16_Weights.FMOW_RGB_800EP')
+    for key, value in full_state.items():
+        assert torch.equal(by_name.model.state_dict()[key], value), key
+    member = weights_module.ScaleMAEEncoderLarge16_Weights.FMOW_RGB
+    by_member = _task(weights=member)
+    assert torch.equal(
+        by_member.model.encoder.cls_token, source.model.encoder.cls_token
+    )
+    assert 'weights' not in by_member.hparams
+    with pytest.raises(ValueError, match='do not fit model'):
+        _task(weights='ScaleMAEPretrainLarge16_Weights.FMOW_RGB_800EP', in_channels=4)

@@ -306,7 +306,14 @@ class ScaleMAEPretraining(BaseTask):
             )
         state_dict = dict(state_dict)
         if any(k.startswith(('encoder.', 'decoder.')) for k in state_dict):
-            result = self.model.load_state_dict(state_dict, strict=False)
+            try:
+                result = self.model.load_state_dict(state_dict, strict=False)
+            except RuntimeError as err:  # shape mismatches
+                raise ValueError(
+                    f'full Scale-MAE weights {weights!r} do not fit model '
+                    f'{self.hparams["model"]!r} (in_channels='
+                    f'{self.hparams["in_channels"]}): {err}'
+                ) from err
             if result.missing_keys or result.unexpected_keys:
                 raise ValueError(
                     f'full Scale-MAE weights {weights!r} do not match model '
