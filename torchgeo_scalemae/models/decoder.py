@@ -130,7 +130,7 @@ class FastConv2d(nn.Conv2d):
             b, _, h, w = y.shape
             y = y.permute(0, 2, 3, 1).reshape(b, h, w, c_out, per_group).sum(-1)
             if self.bias is not None:
-                y = y + self.bias
+                y = y + self.bias.to(y.dtype)
             return y.permute(0, 3, 1, 2)
         return super().forward(x)
 
