@@ -399,6 +399,13 @@ class ScaleMAEPretraining(BaseTask):
             steps_per_epoch = max(1, math.ceil(int(batches) / accumulate))
             warmup = round(self.hparams['warmup_epochs'] * steps_per_epoch)
         self.warmup_steps = int(warmup)
+        if self.warmup_steps >= total_steps:
+            warnings.warn(
+                f'the warmup ({self.warmup_steps} steps) is not shorter than the run '
+                f'({total_steps} optimiser steps): the learning rate only rises; '
+                'lower warmup_epochs/warmup_steps',
+                stacklevel=2,
+            )
 
         optimizer = torch.optim.AdamW(
             param_groups(
