@@ -245,9 +245,21 @@ def test_fit_logs_metrics_image_and_gsd(tmp_path: Path) -> None:
 
     task = _task(image_log_interval=2, base_lr=1e-3, lr=None)
     logger = CSVLogger(str(tmp_path), name='logs')
-    trainer = _trainer(tmp_path, max_steps=3, logger=logger, log_every_n_steps=1)
-    trainer.fit(task, DataLoader(_Images(8), batch_size=4))
+    trainer = _trainer(
+        tmp_path,
+        max_steps=3,
+        logger=logger,
+        log_every_n_steps=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(
+        task, DataLoader(_Images(8), batch_size=4), DataLoader(_Images(4), batch_size=4)
+    )
     assert trainer.global_step == 3
+    # validation: the reconstruction loss per epoch
+    assert torch.isfinite(torch.as_tensor(trainer.logged_metrics['val_loss']))
+    assert 'val_psnr_high' in trainer.logged_metrics
     # lr = base_lr * batch 4 * accumulate 1 * world 1 / 256
     assert task.peak_lr == pytest.approx(1e-3 * 4 / 256)
     metrics = trainer.logged_metrics
