@@ -85,12 +85,13 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
         b, c, h, w = x.shape
         kh, kw = self.kernel_size
         out_c = self.out_channels
-        # weight (C_in, C_out, kh, kw) -> (kh*kw*C_out, C_in) for F.linear
-        weight = self.weight.permute(2, 3, 1, 0).reshape(kh * kw * out_c, c)
-        bias = None if self.bias is None else self.bias.repeat(kh * kw)
-        y = F.linear(x.permute(0, 2, 3, 1), weight, bias)  # (B, H, W, kh*kw*C_out)
-        y = y.view(b, h, w, kh, kw, out_c).permute(0, 1, 3, 2, 4, 5)
-        y = y.reshape(b, h * kh, w * kw, out_c)
+        # weight (C_in, C_out, kh, kw) viewed as (C_in, C_out*kh*kw), transposed for
+        # F.linear: a view of the parameter, so autograd stores no weight copy
+        weight = self.weight.view(c, out_c * kh * kw).t()
+        bias = None if self.bias is None else self.bias.repeat_interleave(kh * kw)
+        y = F.linear(x.permute(0, 2, 3, 1), weight, bias)  # (B, H, W, C_out*kh*kw)
+        y = y.view(b, h, w, out_c, kh, kw).permute(0, 1, 4, 2, 5, 3)
+        y = y.reshape(b, h * kh, w * kw, out_c)  # the pixel shuffle (one copy)
         return y.permute(0, 3, 1, 2)
 
 
