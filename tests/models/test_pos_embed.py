@@ -122,3 +122,13 @@ def test_res_type_error() -> None:
 def test_bad_grid() -> None:
     with pytest.raises(ValueError, match='grid_size'):
         GSDPositionalEmbedding(8)(1.0, (0, 3))
+
+
+def test_module_cast_keeps_float32_frequencies() -> None:
+    enc = GSDPositionalEmbedding(64)
+    ref = enc(torch.tensor([3.0, 7.5]), (5, 4))
+    enc.bfloat16()
+    assert enc.omega.dtype == torch.bfloat16
+    out = enc(torch.tensor([3.0, 7.5]), (5, 4))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=0, rtol=0)

@@ -65,6 +65,12 @@ def check_res(
     return res.reshape(-1).expand(batch_size)
 
 
+def _frequencies(embed_dim: int, device: torch.device | None = None) -> Tensor:
+    """The D/4 float32 frequencies ``10000 ** (-k / (D/4))``, as the released code."""
+    k = torch.arange(embed_dim // 4, dtype=torch.float32, device=device)
+    return 1.0 / 10000 ** (k / (embed_dim / 4.0))
+
+
 class GSDPositionalEmbedding(nn.Module):
     """The GSD positional encoding of Scale-MAE, laid out as the released code does.
 
@@ -104,10 +110,7 @@ class GSDPositionalEmbedding(nn.Module):
                 f'embed_dim must be a positive multiple of 4, got {embed_dim}'
             )
         self.embed_dim = embed_dim
-        quarter = embed_dim // 4
-        # same float32 arithmetic as the released code (mae/util/pos_embed.py)
-        omega = torch.arange(quarter, dtype=torch.float32) / (embed_dim / 2.0 / 2.0)
-        self.register_buffer('omega', 1.0 / 10000**omega, persistent=False)
+        self.register_buffer('omega', _frequencies(embed_dim), persistent=False)
         self._grids: dict[tuple[int, int, torch.device], Tensor] = {}
 
     def extra_repr(self) -> str:
@@ -154,6 +157,10 @@ class GSDPositionalEmbedding(nn.Module):
         if batch_size is None:
             batch_size = res.numel() if isinstance(res, Tensor) else 1
         omega = self.omega
+        if omega.dtype != torch.float32:
+            # the module was cast (e.g. ``model.bfloat16()``): the rounded table
+            # would shift every frequency, so rebuild it in float32
+            omega = _frequencies(self.embed_dim, omega.device)
         r = check_res(res, batch_size, device=omega.device)
         grid = self._grid((h, w), omega.device)
         device_type = omega.device.type
