@@ -232,3 +232,14 @@ def test_timm_pos_embed_hook(tiny: ScaleMAEEncoder) -> None:
     torch.testing.assert_close(tiny._pos_embed(nhwc), tiny._embed(x, None))
     with pytest.raises(ValueError, match='do not fill a 2x2 grid'):
         tiny._pos_embed(torch.randn(1, 5, 64), grid_size=(2, 2))
+
+
+def test_builders_accept_size_overrides() -> None:
+    from torchgeo_scalemae.models import scalemae_vit_tiny_patch16
+
+    encoder = scalemae_vit_tiny_patch16(embed_dim=32, depth=1, num_heads=2)
+    assert encoder.embed_dim == 32
+    assert len(encoder.blocks) == 1
+    # the fixed table for code reading vit.pos_embed is never saved
+    assert encoder.pos_embed.shape == (1, 197, 32)
+    assert 'pos_embed' not in encoder.state_dict()

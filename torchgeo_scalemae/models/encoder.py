@@ -83,8 +83,13 @@ class ScaleMAEEncoder(VisionTransformer):
     attribute :attr:`res` is used. ``res`` is passed down as an argument, never stored
     on the module during a call, so concurrent calls do not interfere.
 
-    The model has no ``pos_embed`` parameter (``self.pos_embed is None``); a
-    ``pos_embed`` entry of any shape in a loaded state dict is discarded.
+    The model has no learned ``pos_embed`` parameter; a ``pos_embed`` entry of any
+    shape in a loaded state dict is discarded. ``pos_embed`` is instead a fixed,
+    non-persistent buffer (1, 1 + N, D) holding the GSD encoding at the default
+    :attr:`res` on the ``img_size`` grid, for code that reads ``vit.pos_embed``
+    directly (lightly's ``MaskedVisionTransformerTIMM`` inside TorchGeo's ``MAE``
+    task, which re-initialises it to the standard sine-cosine table, i.e. ``res = 1``).
+    This model's own forward methods never read it.
 
     If you use this model in your research, please cite https://arxiv.org/abs/2212.14532
 
@@ -136,6 +141,11 @@ class ScaleMAEEncoder(VisionTransformer):
                 # timm reads TIMM_FUSED_ATTN; Scale-MAE always wants SDPA
                 setattr(module, 'fused_attn', True)  # noqa: B010
         self.register_load_state_dict_pre_hook(_drop_fixed_pos_embed)  # type: ignore[no-untyped-call]
+        # timm set ``self.pos_embed = None``; expose a fixed table for code that reads
+        # it directly (see the class docstring). Non-persistent: never in state dicts.
+        del self.pos_embed
+        fixed_table = self.pos_encoder(self.res, tuple(self.patch_embed.grid_size))
+        self.register_buffer('pos_embed', fixed_table, persistent=False)
 
     # ------------------------------------------------------------------ helpers
     def _check_input(self, x: Tensor) -> tuple[int, int]:
@@ -427,8 +437,9 @@ class ScaleMAEEncoder(VisionTransformer):
 
 
 def _vit(
-    embed_dim: int, depth: int, num_heads: int, patch_size: int, **kwargs: Any
+    embed_dim: int, depth: int, num_heads: int, patch_size: int, /, **kwargs: Any
 ) -> ScaleMAEEncoder:
+    # positional-only defaults: a caller's ``embed_dim=...`` lands in kwargs and wins
     kwargs.setdefault('patch_size', patch_size)
     kwargs.setdefault('embed_dim', embed_dim)
     kwargs.setdefault('depth', depth)
