@@ -22,8 +22,9 @@ Scale-MAE crops it to a ``2S`` target and an ``S`` input, MAE crops it to ``S``.
 Each variant runs in a fresh subprocess so peak memory is its own: the peak during
 the training steps above what the weights and the (pre-allocated) AdamW state hold,
 i.e. activations, gradients and temporaries. On CUDA from ``max_memory_allocated``;
-on CPU from the growth of the process's peak resident set size (``ru_maxrss``),
-which is coarser (allocator caching, page granularity). FLOPs are counted once per
+on CPU (Linux) from the growth of ``VmHWM`` over ``VmRSS`` after freeing the heap
+(``malloc_trim``) and resetting the high-water mark (``/proc/self/clear_refs``),
+elsewhere from the growth of ``ru_maxrss``; coarser than CUDA's (page granularity). FLOPs are counted once per
 variant with :class:`torch.utils.flop_counter.FlopCounterMode` (matmul/conv only,
 2 x MAC) on the forward pass and tripled for forward + backward (the usual
 model-FLOP convention), so ``GFLOP/s`` is the achieved model FLOP rate.
@@ -36,6 +37,7 @@ Example::
 """
 
 import argparse
+import ctypes
 import json
 import multiprocessing as mp
 import platform
@@ -146,6 +148,31 @@ def _build(variant: str, args: argparse.Namespace) -> tuple[Any, Callable[..., A
     return task, step
 
 
+def _status_kib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise OSError(f'{field} not in /proc/self/status')
+
+
+def _cpu_peak_start() -> tuple[str, int]:
+    """Reset the resident-set high-water mark (Linux); fall back to ru_maxrss."""
+    try:
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return 'VmHWM', _status_kib('VmRSS') * 1024
+    except OSError:
+        return 'ru_maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _cpu_peak_end(method: str, base: int) -> int:
+    if method == 'VmHWM':
+        return _status_kib('VmHWM') * 1024 - base
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+
+
 def _run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     if args.threads:
@@ -197,8 +224,9 @@ def _run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
         base_mem = torch.cuda.memory_allocated()
+        method = 'cuda'
     else:
-        base_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        method, base_mem = _cpu_peak_start()
 
     for _ in range(args.warmup):
         train_step()
@@ -224,7 +252,7 @@ def _run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     if device.type == 'cuda':
         peak = torch.cuda.max_memory_allocated() - base_mem
     else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_mem
+        peak = _cpu_peak_end(method, base_mem)
     step_s = statistics.median(times)
     params = sum(p.numel() for p in task.parameters())
     return {
