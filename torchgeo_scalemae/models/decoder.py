@@ -94,6 +94,72 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
         y = y.reshape(b, h * kh, w * kw, out_c)  # the pixel shuffle (one copy)
         return y.permute(0, 3, 1, 2)
 
+    def forward_gelu(self, x: Tensor) -> Tensor:
+        """``F.gelu(self(x))`` with the pixel shuffle fused into the GELU.
+
+        On the fast path the per-pixel products are computed with the output
+        channels innermost (a permuted view of the weight, no copy) and one kernel
+        applies the GELU while shuffling, so the full-size map is written once
+        instead of twice, and once in the backward. Under ``torch.compile`` (which
+        fuses this itself) or off the fast path: the plain ``F.gelu(self(x))``.
+
+        Args:
+            x: (B, C_in, H, W) input.
+
+        Returns:
+            (B, C_out, kH, kW) channels-last, equal to ``F.gelu(self(x))``.
+        """
+        if not self._can_be_fast() or torch.compiler.is_compiling():
+            return F.gelu(self.forward(x))
+        c = x.shape[1]
+        kh, kw = self.kernel_size
+        out_c = self.out_channels
+        # weight (C_in, C_out, kh, kw) -> (C_in, kh, kw, C_out) -> (kh*kw*C_out, C_in):
+        # one copy of the weight (8 MiB for the recipe's 512 -> 256 x 4 x 4), so that
+        # each pixel's products come out with the channels innermost
+        weight = self.weight.permute(0, 2, 3, 1).reshape(c, kh * kw * out_c).t()
+        bias = None if self.bias is None else self.bias.repeat(kh * kw)
+        y = F.linear(x.permute(0, 2, 3, 1), weight, bias)  # (B, H, W, kh*kw*C_out)
+        out: Tensor = _ShuffleGELU.apply(y, kh, kw)
+        return out.permute(0, 3, 1, 2)
+
+
+class _ShuffleGELU(torch.autograd.Function):
+    """GELU of a pixel-shuffled map in one pass, forward and backward.
+
+    Input: ``y`` (B, H, W, kh*kw*C) channels-last, each pixel's channels ordered
+    (kh, kw, C), i.e. a transposed convolution's per-pixel products. Output:
+    ``gelu(shuffle(y))`` as a contiguous (B, kh*H, kw*W, C) tensor. The GELU kernel
+    reads the un-shuffled layout and writes the shuffled one, so the shuffle costs no
+    separate full-size copy; the backward writes the GELU gradient straight back in
+    the un-shuffled layout. Values equal ``F.gelu`` of the shuffled map exactly
+    (the same elementwise kernel on the same numbers).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, y: Tensor, kh: int, kw: int) -> Tensor:
+        b, h, w, ck = y.shape
+        c = ck // (kh * kw)
+        src = y.view(b, h, w, kh, kw, c).permute(0, 1, 3, 2, 4, 5)
+        out = torch.empty((b, h, kh, w, kw, c), dtype=y.dtype, device=y.device)
+        torch.ops.aten.gelu.out(src, out=out)
+        ctx.save_for_backward(y)
+        ctx.factors = (kh, kw)
+        return out.view(b, h * kh, w * kw, c)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (y,) = ctx.saved_tensors
+        kh, kw = ctx.factors
+        b, h, w, ck = y.shape
+        c = ck // (kh * kw)
+        src = y.view(b, h, w, kh, kw, c).permute(0, 1, 3, 2, 4, 5)
+        grad_in = torch.empty_like(y, memory_format=torch.contiguous_format)
+        dst = grad_in.view(b, h, w, kh, kw, c).permute(0, 1, 3, 2, 4, 5)
+        grad = grad.reshape(b, h, kh, w, kw, c)
+        torch.ops.aten.gelu_backward.grad_input(grad, src, grad_input=dst)
+        return grad_in, None, None
+
 
 class FastConv2d(nn.Conv2d):
     """``Conv2d`` with exact fast paths for the decoder's 1x1 and grouped 3x3 convs.
@@ -261,7 +327,19 @@ class LaplacianHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Map (B, in_dim, h, w) to (B, out_chans, first*last*h, first*last*w)."""
-        out: Tensor = self.pred(self.conv_blocks(self.proj(x)))
+        x = self.conv_blocks(self.proj(x))
+        up, act = self.pred[1], self.pred[2]
+        if (
+            isinstance(up, FastConvTranspose2d)
+            and type(act) is nn.GELU
+            and act.approximate == 'none'
+        ):
+            # transposed conv + pixel shuffle + GELU in one pass (see forward_gelu)
+            x = up.forward_gelu(self.pred[0](x))
+            for layer in self.pred[3:]:
+                x = layer(x)
+            return x
+        out: Tensor = self.pred(x)
         return out
 
 
