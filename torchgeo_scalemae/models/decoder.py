@@ -5,8 +5,9 @@
 .. versionadded:: 0.1
 """
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ __all__ = (
     'FastConvTranspose2d',
     'FeatureMappingBlock',
     'LaplacianHead',
+    'consume_recomputed',
     'head_upsampling_factors',
 )
 
@@ -111,17 +113,26 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
         """
         if not self._can_be_fast() or torch.compiler.is_compiling():
             return F.gelu(self.forward(x))
-        c = x.shape[1]
         kh, kw = self.kernel_size
-        out_c = self.out_channels
+        y = F.linear(x.permute(0, 2, 3, 1), *self.gelu_linear_args())
+        out: Tensor = _ShuffleGELU.apply(y, kh, kw)  # (B, kh*H, kw*W, C_out)
+        return out.permute(0, 3, 1, 2)
+
+    def gelu_linear_args(self) -> tuple[Tensor, Tensor | None]:
+        """Weight and bias of the per-pixel product with the channels innermost.
+
+        Returns:
+            ``(weight, bias)`` for :func:`torch.nn.functional.linear` on
+            channels-last pixels: (kh*kw*C_out, C_in) and (kh*kw*C_out,) or None.
+        """
+        kh, kw = self.kernel_size
+        c, out_c = self.in_channels, self.out_channels
         # weight (C_in, C_out, kh, kw) -> (C_in, kh, kw, C_out) -> (kh*kw*C_out, C_in):
         # one copy of the weight (8 MiB for the recipe's 512 -> 256 x 4 x 4), so that
         # each pixel's products come out with the channels innermost
         weight = self.weight.permute(0, 2, 3, 1).reshape(c, kh * kw * out_c).t()
         bias = None if self.bias is None else self.bias.repeat(kh * kw)
-        y = F.linear(x.permute(0, 2, 3, 1), weight, bias)  # (B, H, W, kh*kw*C_out)
-        out: Tensor = _ShuffleGELU.apply(y, kh, kw)
-        return out.permute(0, 3, 1, 2)
+        return weight, bias
 
 
 class _ShuffleGELU(torch.autograd.Function):
@@ -159,6 +170,63 @@ class _ShuffleGELU(torch.autograd.Function):
         grad = grad.reshape(b, h, kh, w, kw, c)
         torch.ops.aten.gelu_backward.grad_input(grad, src, grad_input=dst)
         return grad_in, None, None
+
+
+class _Recompute(NamedTuple):
+    """Placeholder autograd stores instead of a recomputable activation."""
+
+    size: torch.Size
+    stride: tuple[int, ...]
+    offset: int
+
+
+def consume_recomputed(
+    act: Callable[[Tensor], Tensor], x: Tensor, consumer: Callable[[Tensor], Tensor]
+) -> Tensor:
+    """``consumer(act(x))`` without keeping ``act(x)`` alive for the backward pass.
+
+    Autograd normally stores both the activation's input (for the activation's own
+    gradient) and its output (for the consumer's weight gradient). Here every tensor
+    the consumer saves that shares the output's storage is replaced by a placeholder
+    (``torch.autograd.graph.saved_tensors_hooks``) and recomputed from ``x``, which
+    is stored anyway, when the backward pass needs it: one extra elementwise pass
+    instead of one stored full-size map. Results and gradients are bit-identical.
+
+    Args:
+        act: an elementwise activation that keeps the input's strides (GELU).
+        x: its input; must not be modified in place afterwards.
+        consumer: the next layer(s).
+
+    Returns:
+        ``consumer(act(x))``.
+
+    .. versionadded:: 0.1
+    """
+    a = act(x)
+    if not torch.is_grad_enabled() or not a.requires_grad:
+        return consumer(a)
+    ptr, device, dtype = a.untyped_storage().data_ptr(), a.device, a.dtype
+    strides = a.stride()
+
+    def pack(t: Tensor) -> Tensor | _Recompute:
+        if (
+            t.device == device
+            and t.dtype == dtype
+            and t.untyped_storage().data_ptr() == ptr
+        ):
+            return _Recompute(t.size(), t.stride(), int(t.storage_offset()))
+        return t
+
+    def unpack(saved: Tensor | _Recompute) -> Tensor:
+        if isinstance(saved, _Recompute):
+            with torch.no_grad():
+                again = act(x)
+            assert again.stride() == strides
+            return again.as_strided(saved.size, saved.stride, saved.offset)
+        return saved
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        return consumer(a)
 
 
 class FastConv2d(nn.Conv2d):
@@ -325,21 +393,40 @@ class LaplacianHead(nn.Module):
             FastConvTranspose2d(half, out_chans, last, stride=last),
         )
 
+    #: Recompute the full-resolution GELU outputs in the backward pass instead of
+    #: storing them (see :func:`consume_recomputed`); the decoder sets it before
+    #: each call from its own ``recompute_gelu`` and ``checkpoint_heads``.
+    recompute_gelu: bool = False
+
     def forward(self, x: Tensor) -> Tensor:
         """Map (B, in_dim, h, w) to (B, out_chans, first*last*h, first*last*w)."""
         x = self.conv_blocks(self.proj(x))
-        up, act = self.pred[1], self.pred[2]
-        if (
+        norm, up, act, conv3, act2, conv1, act3, up2 = self.pred
+        if not (
             isinstance(up, FastConvTranspose2d)
+            and up._can_be_fast()
             and type(act) is nn.GELU
             and act.approximate == 'none'
         ):
+            out: Tensor = self.pred(x)
+            return out
+        x = norm(x)
+        if not self.recompute_gelu or torch.compiler.is_compiling():
             # transposed conv + pixel shuffle + GELU in one pass (see forward_gelu)
-            x = up.forward_gelu(self.pred[0](x))
-            for layer in self.pred[3:]:
-                x = layer(x)
-            return x
-        out: Tensor = self.pred(x)
+            out = up2(act3(conv1(act2(conv3(up.forward_gelu(x))))))
+            return out
+        # the same, storing only the pre-activation maps: the three GELU outputs
+        # at full resolution are recomputed in the backward pass
+        pre = F.linear(x.permute(0, 2, 3, 1), *up.gelu_linear_args())
+        kh, kw = up.kernel_size
+
+        def shuffle_gelu(y: Tensor) -> Tensor:
+            out: Tensor = _ShuffleGELU.apply(y, kh, kw)
+            return out.permute(0, 3, 1, 2)
+
+        x = consume_recomputed(shuffle_gelu, pre, conv3)
+        x = consume_recomputed(act2, x, conv1)
+        out = consume_recomputed(act3, x, up2)
         return out
 
 
@@ -385,6 +472,7 @@ class BandpassDecoder(nn.Module):
         progressive: bool = False,
         fast_ops: bool = True,
         checkpoint_heads: bool = False,
+        recompute_gelu: bool = False,
         **block_kwargs: Any,
     ) -> None:
         """Initialise the decoder.
@@ -404,6 +492,9 @@ class BandpassDecoder(nn.Module):
             progressive: chain the high branch on the low branch's output.
             fast_ops: use the exact fast layer implementations.
             checkpoint_heads: activation checkpointing of the heads in training.
+            recompute_gelu: recompute the heads' full-resolution GELU outputs in the
+                backward pass instead of storing them (exact; less memory, one
+                extra elementwise pass each; needs ``fast_ops``).
             **block_kwargs: extra arguments of :class:`timm.models.vision_transformer.Block`.
 
         Raises:
@@ -456,6 +547,16 @@ class BandpassDecoder(nn.Module):
             if hasattr(module, 'fused_attn'):
                 setattr(module, 'fused_attn', True)  # noqa: B010
         set_fast_ops(self, fast_ops)
+        self.recompute_gelu = recompute_gelu
+
+    @property
+    def recompute_gelu(self) -> bool:
+        """Whether the heads recompute their full-resolution GELU outputs."""
+        return self._recompute_gelu
+
+    @recompute_gelu.setter
+    def recompute_gelu(self, enabled: bool) -> None:
+        self._recompute_gelu = bool(enabled)
 
     def set_fast_ops(self, enabled: bool) -> None:
         """Switch the exact fast layer implementations on or off.
@@ -467,8 +568,14 @@ class BandpassDecoder(nn.Module):
 
     def _run_head(self, head: nn.Module, x: Tensor) -> Tensor:
         if self.checkpoint_heads and self.training and torch.is_grad_enabled():
+            # the whole head is recomputed anyway; saved-tensor hooks inside a
+            # checkpointed region would also override the checkpoint's own
+            if isinstance(head, LaplacianHead):
+                head.recompute_gelu = False
             out: Tensor = checkpoint(head, x, use_reentrant=False)
             return out
+        if isinstance(head, LaplacianHead):
+            head.recompute_gelu = self._recompute_gelu
         out = head(x)
         return out
 

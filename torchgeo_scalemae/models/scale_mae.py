@@ -133,6 +133,7 @@ class ScaleMAE(nn.Module):
         fast_ops: bool = True,
         checkpoint_heads: bool = False,
         per_patch_loss: bool = True,
+        recompute_gelu: bool = False,
     ) -> None:
         """Initialise the model.
 
@@ -163,6 +164,8 @@ class ScaleMAE(nn.Module):
             fast_ops: exact fast layer implementations in the decoder.
             checkpoint_heads: activation checkpointing of the Laplacian heads.
             per_patch_loss: per-patch masked sums in the loss (exact, cheaper).
+            recompute_gelu: recompute the heads' full-resolution GELU outputs in the
+                backward pass instead of storing them (exact, less memory).
 
         Raises:
             ValueError: for inconsistent settings.
@@ -198,6 +201,7 @@ class ScaleMAE(nn.Module):
             progressive=progressive,
             fast_ops=fast_ops,
             checkpoint_heads=checkpoint_heads,
+            recompute_gelu=recompute_gelu,
         )
         self.loss = BandpassLoss(
             loss_preset,
