@@ -220,7 +220,7 @@ def pretrain_mae(args: argparse.Namespace) -> Path:
 
 
 def evaluate(
-    args: argparse.Namespace, method: str, weights: str | None
+    args: argparse.Namespace, method: str, weights: str | None, pool: str
 ) -> list[ScaleResult]:
     kwargs = {'embed_dim': args.embed_dim, 'depth': args.depth, 'num_heads': args.heads}
     if method == 'mae':
@@ -236,6 +236,7 @@ def evaluate(
         k=args.k,
         temperature=0.07,
         reference_gsd=args.reference_gsd,
+        pool=pool,
         save_plot=False,
     )
     test = Trainer(
@@ -303,6 +304,19 @@ def main() -> None:
         default=['random', 'scalemae', 'mae'],
         choices=['random', 'scalemae', 'mae'],
     )
+    parser.add_argument(
+        '--pool',
+        nargs='+',
+        default=['token'],
+        choices=['token', 'mean'],
+        help='kNN feature: class token after the final norm and/or mean of the '
+        'patch tokens (each is a column)',
+    )
+    parser.add_argument(
+        '--reuse',
+        action='store_true',
+        help='evaluate the checkpoints already in --out instead of pretraining again',
+    )
     parser.add_argument('--accelerator', default='auto')
     parser.add_argument('--precision', default='32-true')
     parser.add_argument('--num-workers', type=int, default=0)
@@ -322,23 +336,30 @@ def main() -> None:
         seed_everything(0)
         start = time.perf_counter()
         weights = None
-        if method == 'scalemae':
-            weights = str(pretrain_scalemae(args))
-        elif method == 'mae':
-            weights = str(pretrain_mae(args))
-        timings[f'{method}_pretrain_s'] = time.perf_counter() - start
-        start = time.perf_counter()
-        curves[method] = evaluate(args, method, weights)
-        timings[f'{method}_knn_s'] = time.perf_counter() - start
+        if method != 'random':
+            checkpoint = args.out / f'{method}.ckpt'
+            if not (args.reuse and checkpoint.exists()):
+                pretrain = pretrain_scalemae if method == 'scalemae' else pretrain_mae
+                checkpoint = pretrain(args)
+                timings[f'{method}_pretrain_s'] = time.perf_counter() - start
+            weights = str(checkpoint)
+        for pool in args.pool:
+            start = time.perf_counter()
+            name = method if len(args.pool) == 1 else f'{method}/{pool}'
+            curves[name] = evaluate(args, method, weights, pool)
+            timings[f'{name}_knn_s'] = time.perf_counter() - start
 
     first = next(iter(curves.values()))
-    header = f'{"size":>7} {"GSD (m)":>8} ' + ' '.join(f'{m:>9}' for m in curves)
+    width = max(9, *(len(m) for m in curves))
+    header = f'{"size":>7} {"GSD (m)":>8} ' + ' '.join(f'{m:>{width}}' for m in curves)
     lines = [header, '-' * len(header)]
     for i, r in enumerate(first):
-        accs = ' '.join(f'{100 * curves[m][i].accuracy:>8.2f}%' for m in curves)
+        accs = ' '.join(
+            f'{100 * curves[m][i].accuracy:>{width - 1}.2f}%' for m in curves
+        )
         lines.append(f'{r.size:>7} {format_gsd(r.gsd):>8} {accs}')
     means = ' '.join(
-        f'{100 * sum(r.accuracy for r in rs) / len(rs):>8.2f}%'
+        f'{100 * sum(r.accuracy for r in rs) / len(rs):>{width - 1}.2f}%'
         for rs in curves.values()
     )
     lines.append(f'{"mean":>7} {"":>8} {means}')
@@ -346,8 +367,9 @@ def main() -> None:
     budget = (
         f'AID150 multi-scale kNN (k={args.k}, T=0.07): encoder ViT {args.embed_dim}-d x '
         f'{args.depth}, {args.heads} heads, patch 16; {args.steps} steps x batch '
-        f'{args.batch_size} at {args.input_size} px, peak lr {args.lr}; bank '
-        f'{first[0].num_bank}, queries {first[0].num_queries}'
+        f'{args.batch_size} at {args.input_size} px, peak lr {args.lr}, '
+        f'reference GSD {args.reference_gsd} m (nominal AID GSD {args.gsd} m at 150 '
+        f'px); bank {first[0].num_bank}, queries {first[0].num_queries}'
     )
     print(budget)
     print(table)
