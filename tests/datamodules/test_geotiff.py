@@ -192,7 +192,40 @@ def test_datamodule_default_raster() -> None:
     assert torch.allclose(val['gsd'], torch.full((6,), 0.1))
     dm.setup('test')
     dm.setup('predict')
-    assert len(dm.test_sampler) == len(dm.predict_sampler) == 169  # type: ignore[arg-type]
+    # 400 px in 32-px tiles: prediction covers everything with TorchGeo's centred
+    # 13 x 13 grid (edge tiles padded); testing lays the 12 x 12 complete tiles
+    assert len(dm.predict_sampler) == 169  # type: ignore[arg-type]
+    assert len(dm.test_sampler) == 144  # type: ignore[arg-type]
+
+
+def test_validation_tiles_are_never_padded(tmp_path: Path) -> None:
+    # a raster with no zero pixel: any zero in a validation batch is padding
+    profile = {
+        'driver': 'GTiff',
+        'width': 50,
+        'height': 50,
+        'count': 3,
+        'dtype': 'uint8',
+        'crs': 'EPSG:32633',
+        'transform': from_origin(500000.0, 4000000.0, 0.5, 0.5),
+    }
+    with rasterio.open(tmp_path / 'r.tif', 'w', **profile) as dst:
+        dst.write(np.full((3, 50, 50), 200, dtype=np.uint8))
+    dm = GeoTIFFGSDDataModule(str(tmp_path), patch_size=16, batch_size=64, length=2)
+    dm.setup('validate')
+    batch = next(iter(dm.val_dataloader()))
+    assert batch['image'].shape[0] == 9  # 3 x 3 complete 16-px tiles in 50 px
+    assert bool((batch['image'] == 200).all())
+    padded = GeoTIFFGSDDataModule(
+        str(tmp_path), patch_size=16, batch_size=64, complete_tiles=False
+    )
+    padded.setup('validate')
+    batch = next(iter(padded.val_dataloader()))
+    assert batch['image'].shape[0] == 16  # TorchGeo's grid: 4 x 4, edges padded
+    assert bool((batch['image'] == 0).any())
+    too_big = GeoTIFFGSDDataModule(str(tmp_path), patch_size=64, batch_size=4)
+    with pytest.raises(ValueError, match='no complete 64-pixel tile'):
+        too_big.setup('validate')
 
 
 def test_datamodule_plain_sampler_and_errors(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@
 
 from .attach import AttachGSD, GSDDataModule, with_gsd
 from .geotiff import (
+    CompleteTileSampler,
     GeoTIFFGSDDataModule,
     GSDRasterDataset,
     MultiResolutionPatchSampler,
@@ -29,6 +30,7 @@ __all__ = (
     'KNOWN_GSD_RANGE',
     'KNOWN_GSD_SOURCE',
     'AttachGSD',
+    'CompleteTileSampler',
     'GSDDataModule',
     'GSDRasterDataset',
     'GeoTIFFGSDDataModule',

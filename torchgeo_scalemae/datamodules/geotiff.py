@@ -25,6 +25,7 @@ from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler, SpatialSa
 from ..gsd import GSD_KEY
 
 __all__ = (
+    'CompleteTileSampler',
     'GSDRasterDataset',
     'GeoTIFFGSDDataModule',
     'MultiResolutionPatchSampler',
@@ -299,13 +300,63 @@ class MultiResolutionPatchSampler(SpatialSampler):
                 )
 
 
+class CompleteTileSampler(GriddedPatchSampler):
+    """A gridded sampler that yields only tiles lying wholly inside the data.
+
+    TorchGeo's ``GriddedPatchSampler`` centres a grid that covers the whole region, so
+    when the region is not a whole number of tiles the edge tiles reach past it and are
+    read zero-padded; averaged into a validation loss, those padded pixels make the
+    loss look worse than it is. This sampler lays as many complete tiles as fit
+    (``floor((extent - size) / stride) + 1`` per axis), centres them, snaps them to the
+    pixel grid and keeps those contained in the data's footprint, so no padded pixel
+    is ever evaluated; the price is an unevaluated margin of less than one stride.
+
+    .. versionadded:: 0.1
+    """
+
+    def __iter__(self) -> Iterator[tuple[slice, slice]]:
+        """Yield the ``[xmin:xmax, ymin:ymax]`` slices of the complete tiles.
+
+        Yields:
+            Coordinates (CRS units) of each tile that lies inside the data.
+        """
+        xmin, ymin, xmax, ymax = self.geometry.bounds
+        tile_h, tile_w = self.size
+        stride_h, stride_w = self.stride
+        tolerance = 1e-3 * min(abs(r) for r in self.res)
+        rows = math.floor((ymax - ymin - tile_h + tolerance) / stride_h) + 1
+        cols = math.floor((xmax - xmin - tile_w + tolerance) / stride_w) + 1
+        if rows <= 0 or cols <= 0:
+            return
+        x0 = xmin + (xmax - xmin - (stride_w * (cols - 1) + tile_w)) / 2
+        y0 = ymin + (ymax - ymin - (stride_h * (rows - 1) + tile_h)) / 2
+        # snap the origin to the pixel grid of the data (up, so tiles stay inside)
+        x0 = (
+            self.bounds[0]
+            + math.ceil((x0 - self.bounds[0]) / self.res[0] - 1e-6) * (self.res[0])
+        )
+        y0 = (
+            self.bounds[1]
+            + math.ceil((y0 - self.bounds[1]) / self.res[1] - 1e-6) * (self.res[1])
+        )
+        region = self.geometry.buffer(tolerance)
+        for i in range(rows):
+            y = y0 + i * stride_h
+            for j in range(cols):
+                x = x0 + j * stride_w
+                if region.contains(shapely.box(x, y, x + tile_w, y + tile_h)):
+                    yield slice(x, x + tile_w), slice(y, y + tile_h)
+
+
 class GeoTIFFGSDDataModule(GeoDataModule):
     """Datamodule for your own GeoTIFFs; every batch carries ``gsd`` per sample.
 
     Training samples random patches (``RandomPatchSampler``, or
     :class:`MultiResolutionPatchSampler` when ``resolutions`` is given: the same
-    places at several resolutions); validation/testing/prediction tile the rasters
-    with ``GriddedPatchSampler``. Without ``val_paths``/``test_paths`` the same
+    places at several resolutions); validation and testing tile the rasters with
+    :class:`CompleteTileSampler` (complete tiles only, so no zero-padded edge tile
+    enters a metric; ``complete_tiles=False`` uses TorchGeo's padded grid), prediction
+    with TorchGeo's ``GriddedPatchSampler`` (full coverage). Without ``val_paths``/``test_paths`` the same
     rasters are used for every split (fine for self-supervised pretraining and
     feature extraction; give separate rasters to measure generalisation).
 
@@ -340,6 +391,7 @@ class GeoTIFFGSDDataModule(GeoDataModule):
         mean: Normalisation mean.
         std: Normalisation standard deviation.
         seed: Seed of the training sampler.
+        complete_tiles: Validate and test on complete tiles only (see above).
         **kwargs: Further :class:`GSDRasterDataset` arguments (``crs``, ``res``,
             ``gsd``, ``bands``, ``filename_glob``, ``cache``).
 
@@ -360,6 +412,7 @@ class GeoTIFFGSDDataModule(GeoDataModule):
         mean: float | Sequence[float] = 0.0,
         std: float | Sequence[float] = 255.0,
         seed: int | None = 0,
+        complete_tiles: bool = True,
         **kwargs: Any,
     ) -> None:
         """Initialize a new GeoTIFFGSDDataModule."""
@@ -386,6 +439,7 @@ class GeoTIFFGSDDataModule(GeoDataModule):
         self.val_paths = val_paths
         self.test_paths = test_paths
         self.seed = seed
+        self.complete_tiles = complete_tiles
 
     def _dataset(self, paths: Any = None) -> GSDRasterDataset:
         kwargs = dict(self.kwargs)
@@ -393,10 +447,23 @@ class GeoTIFFGSDDataModule(GeoDataModule):
             kwargs['paths'] = paths
         return GSDRasterDataset(**kwargs)
 
-    def _gridded(self, dataset: GSDRasterDataset) -> GriddedPatchSampler:
-        return GriddedPatchSampler(
+    def _gridded(
+        self, dataset: GSDRasterDataset, split: str | None = None
+    ) -> GriddedPatchSampler:
+        """Tile ``dataset``; ``split`` ('val'/'test') asks for complete tiles."""
+        if split is None or not self.complete_tiles:
+            return GriddedPatchSampler(
+                dataset, size=self.patch_size, stride=self.patch_size
+            )
+        sampler = CompleteTileSampler(
             dataset, size=self.patch_size, stride=self.patch_size
         )
+        if len(sampler) == 0:
+            raise ValueError(
+                f'no complete {self.patch_size}-pixel tile fits in the {split} rasters '
+                f'({dataset.bounds}); use smaller patches or complete_tiles=False'
+            )
+        return sampler
 
     def setup(self, stage: str) -> None:
         """Build datasets and samplers.
@@ -427,10 +494,10 @@ class GeoTIFFGSDDataModule(GeoDataModule):
                 )
         if stage in ('fit', 'validate'):
             self.val_dataset = self._dataset(self.val_paths)
-            self.val_sampler = self._gridded(self.val_dataset)
+            self.val_sampler = self._gridded(self.val_dataset, 'val')
         if stage == 'test':
             self.test_dataset = self._dataset(self.test_paths)
-            self.test_sampler = self._gridded(self.test_dataset)
+            self.test_sampler = self._gridded(self.test_dataset, 'test')
         if stage == 'predict':
             self.predict_dataset = self._dataset()
             self.predict_sampler = self._gridded(self.predict_dataset)
