@@ -27,13 +27,13 @@ Usage::
 import argparse
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import sys
 import time
 from typing import Any
 
 import torch
+from _peak_memory import cpu_peak_end, cpu_peak_start
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -65,35 +65,6 @@ def build(kind: str, size: str, img: int) -> torch.nn.Module:
     ours = ScaleMAEEncoder(res=1.0, **kwargs)
     ours.load_state_dict(reference.state_dict(), strict=True)
     return ours.eval()
-
-
-def _status_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def cpu_peak_start() -> tuple[str, int]:
-    """Trim the heap, reset the RSS high-water mark; return (method, base bytes)."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return 'VmHWM', _status_kib('VmRSS') * 1024
-    except OSError:
-        return 'ru_maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def cpu_peak_end(method: str, base: int) -> int:
-    if method == 'VmHWM':
-        return _status_kib('VmHWM') * 1024 - base
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
 
 
 def measure(

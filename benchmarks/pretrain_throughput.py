@@ -37,11 +37,9 @@ Example::
 """
 
 import argparse
-import ctypes
 import json
 import multiprocessing as mp
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -52,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _peak_memory import cpu_peak_end, cpu_peak_start
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -148,31 +147,6 @@ def _build(variant: str, args: argparse.Namespace) -> tuple[Any, Callable[..., A
     return task, step
 
 
-def _status_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise OSError(f'{field} not in /proc/self/status')
-
-
-def _cpu_peak_start() -> tuple[str, int]:
-    """Reset the resident-set high-water mark (Linux); fall back to ru_maxrss."""
-    try:
-        ctypes.CDLL('libc.so.6').malloc_trim(0)
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return 'VmHWM', _status_kib('VmRSS') * 1024
-    except OSError:
-        return 'ru_maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def _cpu_peak_end(method: str, base: int) -> int:
-    if method == 'VmHWM':
-        return _status_kib('VmHWM') * 1024 - base
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
-
-
 def _run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     if args.threads:
@@ -226,7 +200,7 @@ def _run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         base_mem = torch.cuda.memory_allocated()
         method = 'cuda'
     else:
-        method, base_mem = _cpu_peak_start()
+        method, base_mem = cpu_peak_start()
 
     for _ in range(args.warmup):
         train_step()
@@ -252,7 +226,7 @@ def _run_variant(variant: str, args: argparse.Namespace) -> dict[str, Any]:
     if device.type == 'cuda':
         peak = torch.cuda.max_memory_allocated() - base_mem
     else:
-        peak = _cpu_peak_end(method, base_mem)
+        peak = cpu_peak_end(method, base_mem)
     step_s = statistics.median(times)
     params = sum(p.numel() for p in task.parameters())
     return {

@@ -57,13 +57,11 @@ Timing assertions never appear in tests; this script only reports.
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import json
 import multiprocessing as mp
 import os
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -73,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _peak_memory import cpu_peak_end, cpu_peak_start
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -314,14 +313,6 @@ def section_bf16(args: argparse.Namespace, report: dict[str, Any]) -> None:
     )
 
 
-def _status_kib(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
 def _memory_child(name: str, args: argparse.Namespace, queue: Any) -> None:
     warnings.filterwarnings('ignore')
     try:
@@ -339,20 +330,9 @@ def _memory_child(name: str, args: argparse.Namespace, queue: Any) -> None:
             peak = torch.cuda.max_memory_allocated(r.device) - base
             method = 'cuda max_memory_allocated'
         else:
-            try:
-                ctypes.CDLL('libc.so.6').malloc_trim(0)
-                with open('/proc/self/clear_refs', 'w') as f:
-                    f.write('5')
-                base = _status_kib('VmRSS') * 1024
-                r.step()
-                peak = _status_kib('VmHWM') * 1024 - base
-                method = 'VmHWM'
-            except OSError:
-                base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-                r.step()
-                peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-                peak -= base
-                method = 'ru_maxrss (misses peaks below the build peak)'
+            method, base = cpu_peak_start()
+            r.step()
+            peak = cpu_peak_end(method, base)
         queue.put({'name': name, 'peak_bytes': peak, 'method': method})
     except Exception as err:  # noqa: BLE001 (report instead of hanging the parent)
         queue.put({'name': name, 'error': f'{type(err).__name__}: {err}'})
