@@ -195,3 +195,15 @@ def test_compile_inductor_tiny() -> None:
     a, b = compiled(x, res, t, noise), model(x, res, t, noise)
     assert a.loss is not None and b.loss is not None
     torch.testing.assert_close(a.loss, b.loss, atol=1e-5, rtol=1e-5)
+
+
+def test_output_carries_the_band_targets_of_the_loss() -> None:
+    model = scalemae_pretrain_vit_tiny_patch16()
+    images, targets = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64)
+    out = model(images, res=1.0, targets=targets)
+    low, high = model.loss.targets(targets, (32, 32))
+    assert out.target_low is not None and out.target_high is not None
+    torch.testing.assert_close(out.target_low, low, rtol=0, atol=0)
+    torch.testing.assert_close(out.target_high, high, rtol=0, atol=0)
+    no_targets = model(images, res=1.0)
+    assert no_targets.target_low is None and no_targets.target_high is None

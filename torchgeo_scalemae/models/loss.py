@@ -24,7 +24,11 @@ BAND_PRESETS: dict[str, dict[str, object]] = {
 
 
 class BandLosses(NamedTuple):
-    """The three loss values (0-d float32 tensors).
+    """The three loss values (0-d float32 tensors) and the band targets behind them.
+
+    ``target_low`` (B, C, H, W) and ``target_high`` (B, C, 2H, 2W) are the float32
+    targets the losses were computed against, returned so that callers (metrics,
+    logging) need not compute them a second time.
 
     .. versionadded:: 0.1
     """
@@ -32,6 +36,8 @@ class BandLosses(NamedTuple):
     loss: Tensor
     loss_low: Tensor
     loss_high: Tensor
+    target_low: Tensor
+    target_high: Tensor
 
 
 class BandpassLoss(nn.Module):
@@ -176,7 +182,7 @@ class BandpassLoss(nn.Module):
             grid_size: the patch grid (h, w); H and W must be multiples of it.
 
         Returns:
-            :class:`BandLosses` of 0-d float32 tensors.
+            :class:`BandLosses`: 0-d float32 losses and the band targets.
 
         Raises:
             ValueError: for inconsistent shapes.
@@ -208,4 +214,6 @@ class BandpassLoss(nn.Module):
             err_high = diff**2
         loss_low = self._masked_sum(err_low, mask, self.per_patch)
         loss_high = self._masked_sum(err_high, mask, self.per_patch)
-        return BandLosses(loss_high + loss_low, loss_low, loss_high)
+        return BandLosses(
+            loss_high + loss_low, loss_low, loss_high, target_low, target_high
+        )

@@ -62,6 +62,8 @@ class ScaleMAEOutput:
         pred_low: (B, C, H, W) low-band prediction (input size).
         pred_high: (B, C, 2H, 2W) high-band prediction (twice the input size).
         mask: (B, N) patch mask, 1 = removed.
+        target_low: (B, C, H, W) float32 low-band target, None without targets.
+        target_high: (B, C, 2H, 2W) float32 high-band target, None without targets.
 
     .. versionadded:: 0.1
     """
@@ -72,6 +74,8 @@ class ScaleMAEOutput:
     pred_low: Tensor
     pred_high: Tensor
     mask: Tensor
+    target_low: Tensor | None = None
+    target_high: Tensor | None = None
 
 
 def _init_reference_weights(module: nn.Module) -> None:
@@ -303,6 +307,8 @@ class ScaleMAE(nn.Module):
             pred_low,
             pred_high,
             enc.mask,
+            losses.target_low,
+            losses.target_high,
         )
 
     def _check_targets(

@@ -22,6 +22,7 @@ from torchgeo.tasks import BaseTask
 from torchvision.models._api import WeightsEnum
 
 from ..gsd import gsd_from_batch, gsd_to_res
+from ..models import ScaleMAEOutput
 from ._checkpoint import AtomicCheckpointIO
 from ._optim import StepLambdaLR, WarmupCosine, param_groups, scaled_lr
 
@@ -526,7 +527,7 @@ class ScaleMAEPretraining(BaseTask):
         self.log(f'{prefix}_loss_low', out.loss_low, **log)  # type: ignore[arg-type]
         self.log(f'{prefix}_loss_high', out.loss_high, **log)  # type: ignore[arg-type]
         with torch.no_grad():
-            metrics = self._band_metrics(out, pair['target'])
+            metrics = self._band_metrics(out)
         for name, value in metrics.items():
             self.log(f'{prefix}_{name}', value, **log)  # type: ignore[arg-type]
         gsd = pair['gsd']
@@ -557,11 +558,13 @@ class ScaleMAEPretraining(BaseTask):
             self._maybe_log_images(pair, out)
         return loss
 
-    def _band_metrics(self, out: Any, target: Tensor) -> dict[str, Tensor]:
+    def _band_metrics(self, out: ScaleMAEOutput) -> dict[str, Tensor]:
         """PSNR of both bands on the masked pixels and the std collapse signals."""
         pred_low = out.pred_low.float()
         pred_high = out.pred_high.float()
-        low_t, high_t = self.model.loss.targets(target, tuple(pred_low.shape[-2:]))
+        # the band targets the loss was computed against (not computed again here)
+        low_t, high_t = out.target_low, out.target_high
+        assert low_t is not None and high_t is not None, 'step ran without targets'
         patch = int(self.model.patch_size)
         grid = pred_low.shape[-1] // patch
         mask = out.mask.float().reshape(-1, 1, grid, grid)
