@@ -1,0 +1,135 @@
+import pytest
+import torch
+from torch import nn
+
+from torchgeo_scalemae.models.decoder import LaplacianHead, set_fast_ops
+from torchgeo_scalemae.models.fused_head import full_resolution_stage
+
+
+def _grads(
+    head: LaplacianHead, x: torch.Tensor, g: torch.Tensor | None = None
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    out = head(x)
+    if g is None:
+        g = torch.randn_like(out)
+    inputs = [x, *head.parameters()]
+    return out, list(torch.autograd.grad(out, inputs, g))
+
+
+@pytest.mark.parametrize('factors', [(4, 2), (7, 1), (2, 2)])
+@pytest.mark.parametrize('chunk_bytes', [1, 2**40])
+@pytest.mark.parametrize('recompute', [False, True])
+def test_fused_stage_equals_stock_layers_float64(
+    factors: tuple[int, int], chunk_bytes: int, recompute: bool
+) -> None:
+    """Forward and every gradient equal the layer-by-layer stock operators."""
+    torch.manual_seed(0)
+    head = LaplacianHead(16, 16, 2, 3, factors).double()
+    head.chunk_bytes, head.recompute = chunk_bytes, recompute
+    x = torch.randn(3, 16, 3, 2, dtype=torch.float64, requires_grad=True)
+    assert head.can_fuse()
+    fused, grads_fused = _grads(
+        head,
+        x,
+        g := torch.randn(
+            3, 3, *(factors[0] * factors[1] * s for s in (3, 2)), dtype=torch.float64
+        ),
+    )
+    set_fast_ops(head, False)
+    assert not head.can_fuse()
+    stock, grads_stock = _grads(head, x, g)
+    assert fused.shape == stock.shape
+    torch.testing.assert_close(fused, stock, rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads_fused, grads_stock, strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_stage_float32_within_parity_tolerance() -> None:
+    torch.manual_seed(0)
+    head = LaplacianHead(32, 32, 2, 3)
+    x = torch.randn(2, 32, 4, 4).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    fused, grads_fused = _grads(head, x)
+    g = torch.randn_like(fused)
+    fused, grads_fused = _grads(head, x, g)
+    set_fast_ops(head, False)
+    stock, grads_stock = _grads(head, x, g)
+    torch.testing.assert_close(fused, stock, rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads_fused, grads_stock, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_parameters_and_input_without_grad() -> None:
+    torch.manual_seed(0)
+    head = LaplacianHead(16, 16, 1, 3).double()
+    frozen = {'pred.3.weight', 'pred.7.bias'}
+    for name, p in head.named_parameters():
+        p.requires_grad_(name not in frozen)
+    x = torch.randn(2, 16, 2, 2, dtype=torch.float64)  # no grad
+    head(x).square().sum().backward()
+    fused = {n: p.grad for n, p in head.named_parameters()}
+    head.zero_grad(set_to_none=True)
+    set_fast_ops(head, False)
+    head(x).square().sum().backward()
+    for name, p in head.named_parameters():
+        if name in frozen:
+            assert fused[name] is None and p.grad is None
+        else:
+            torch.testing.assert_close(fused[name], p.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_backward_twice_with_retain_graph() -> None:
+    """The backward pass never overwrites what it saved."""
+    torch.manual_seed(0)
+    head = LaplacianHead(16, 16, 1, 3)
+    x = torch.randn(2, 16, 2, 2, requires_grad=True)
+    out = head(x)
+    first = torch.autograd.grad(out.sum(), [x, *head.parameters()], retain_graph=True)
+    second = torch.autograd.grad(out.sum(), [x, *head.parameters()])
+    for a, b in zip(first, second, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_autocast_runs_in_bf16_with_float32_parameter_grads() -> None:
+    torch.manual_seed(0)
+    head = LaplacianHead(16, 16, 1, 3)
+    x = torch.randn(2, 16, 3, 3, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = head(x)
+    assert out.dtype == torch.bfloat16
+    out.float().square().mean().backward()
+    want = head(x.detach())  # float32 reference
+    torch.testing.assert_close(out.float(), want, rtol=5e-2, atol=5e-2)
+    for p in head.parameters():
+        assert p.grad is not None and p.grad.dtype == torch.float32
+        assert torch.isfinite(p.grad).all()
+
+
+def test_not_fused_for_other_layouts() -> None:
+    head = LaplacianHead(16, 16, 1, 3)
+    assert head.can_fuse()
+    head.pred[2] = nn.GELU(approximate='tanh')
+    assert not head.can_fuse()
+    head = LaplacianHead(16, 16, 1, 3)
+    head.pred[3].padding = (0, 0)
+    assert not head.can_fuse()
+
+
+def test_validates_shapes_and_chunk() -> None:
+    head = LaplacianHead(16, 16, 1, 3)
+    _, up, _, conv3, _, conv1, _, up2 = head.pred
+    args = (
+        up.weight, up.bias, conv3.weight, conv3.bias,
+        conv1.weight, conv1.bias, up2.weight, up2.bias,
+    )  # fmt: skip
+    z = torch.randn(2, 3, 3, 16)
+    assert full_resolution_stage(z, *args).shape == (2, 24, 24, 3)
+    with pytest.raises(ValueError, match=r'z must be \(B, h, w, C\)'):
+        full_resolution_stage(z[0], *args)
+    with pytest.raises(ValueError, match=r'inconsistent .* z \(2, 3, 3, 8\)'):
+        full_resolution_stage(torch.randn(2, 3, 3, 8), *args)
+    with pytest.raises(ValueError, match='inconsistent'):
+        full_resolution_stage(z, *args[:2], args[2][:, :1], *args[3:])
+    with pytest.raises(ValueError, match='chunk_bytes must be positive, got 0'):
+        full_resolution_stage(z, *args, chunk_bytes=0)
