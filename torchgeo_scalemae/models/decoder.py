@@ -5,9 +5,8 @@
 .. versionadded:: 0.1
 """
 
-from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +15,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from .fused_head import DEFAULT_CHUNK_BYTES, full_resolution_stage
 from .pos_embed import GSDPositionalEmbedding
 
 __all__ = (
@@ -25,7 +25,6 @@ __all__ = (
     'FastConvTranspose2d',
     'FeatureMappingBlock',
     'LaplacianHead',
-    'consume_recomputed',
     'head_upsampling_factors',
 )
 
@@ -84,15 +83,13 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
         """Upsample (B, C_in, H, W) to (B, C_out, kH, kW) (channels-last)."""
         if output_size is not None or not self._can_be_fast():
             return super().forward(x, output_size)
-        b, c, h, w = x.shape
+        b, _, h, w = x.shape
         kh, kw = self.kernel_size
         out_c = self.out_channels
-        # weight (C_in, C_out, kh, kw) viewed as (C_in, C_out*kh*kw), transposed for
-        # F.linear: a view of the parameter, so autograd stores no weight copy
-        weight = self.weight.view(c, out_c * kh * kw).t()
-        bias = None if self.bias is None else self.bias.repeat_interleave(kh * kw)
-        y = F.linear(x.permute(0, 2, 3, 1), weight, bias)  # (B, H, W, C_out*kh*kw)
-        y = y.view(b, h, w, out_c, kh, kw).permute(0, 1, 4, 2, 5, 3)
+        # products with the channels innermost, (B, H, W, kh*kw*C_out), so that the
+        # pixel shuffle below copies runs of C_out values rather than single ones
+        y = F.linear(x.permute(0, 2, 3, 1), *self.gelu_linear_args())
+        y = y.view(b, h, w, kh, kw, out_c).permute(0, 1, 3, 2, 4, 5)
         y = y.reshape(b, h * kh, w * kw, out_c)  # the pixel shuffle (one copy)
         return y.permute(0, 3, 1, 2)
 
@@ -172,63 +169,6 @@ class _ShuffleGELU(torch.autograd.Function):
         return grad_in, None, None
 
 
-class _Recompute(NamedTuple):
-    """Placeholder autograd stores instead of a recomputable activation."""
-
-    size: torch.Size
-    stride: tuple[int, ...]
-    offset: int
-
-
-def consume_recomputed(
-    act: Callable[[Tensor], Tensor], x: Tensor, consumer: Callable[[Tensor], Tensor]
-) -> Tensor:
-    """``consumer(act(x))`` without keeping ``act(x)`` alive for the backward pass.
-
-    Autograd normally stores both the activation's input (for the activation's own
-    gradient) and its output (for the consumer's weight gradient). Here every tensor
-    the consumer saves that shares the output's storage is replaced by a placeholder
-    (``torch.autograd.graph.saved_tensors_hooks``) and recomputed from ``x``, which
-    is stored anyway, when the backward pass needs it: one extra elementwise pass
-    instead of one stored full-size map. Results and gradients are bit-identical.
-
-    Args:
-        act: an elementwise activation that keeps the input's strides (GELU).
-        x: its input; must not be modified in place afterwards.
-        consumer: the next layer(s).
-
-    Returns:
-        ``consumer(act(x))``.
-
-    .. versionadded:: 0.1
-    """
-    a = act(x)
-    if not torch.is_grad_enabled() or not a.requires_grad:
-        return consumer(a)
-    ptr, device, dtype = a.untyped_storage().data_ptr(), a.device, a.dtype
-    strides = a.stride()
-
-    def pack(t: Tensor) -> Tensor | _Recompute:
-        if (
-            t.device == device
-            and t.dtype == dtype
-            and t.untyped_storage().data_ptr() == ptr
-        ):
-            return _Recompute(t.size(), t.stride(), int(t.storage_offset()))
-        return t
-
-    def unpack(saved: Tensor | _Recompute) -> Tensor:
-        if isinstance(saved, _Recompute):
-            with torch.no_grad():
-                again = act(x)
-            assert again.stride() == strides
-            return again.as_strided(saved.size, saved.stride, saved.offset)
-        return saved
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        return consumer(a)
-
-
 class FastConv2d(nn.Conv2d):
     """``Conv2d`` with exact fast paths for the decoder's 1x1 and grouped 3x3 convs.
 
@@ -261,6 +201,17 @@ class FastConv2d(nn.Conv2d):
         if groups == c_out and c_in // groups > 1 and self.stride == (1, 1):
             per_group = c_in // groups
             weight = self.weight.reshape(c_in, 1, *self.kernel_size)
+            if per_group == 2:
+                # the bias rides on each pair's first channel, and the pairs are
+                # summed by one strided add (a size-2 reduction is ~10x slower)
+                bias = None
+                if self.bias is not None:
+                    bias = torch.stack(
+                        (self.bias, torch.zeros_like(self.bias)), dim=-1
+                    ).view(c_in)
+                y = F.conv2d(x, weight, bias, self.stride, self.padding, 1, c_in)
+                out: Tensor = _PairSum.apply(y.permute(0, 2, 3, 1))
+                return out.permute(0, 3, 1, 2)
             y = F.conv2d(x, weight, None, self.stride, self.padding, 1, c_in)
             b, _, h, w = y.shape
             y = y.permute(0, 2, 3, 1).reshape(b, h, w, c_out, per_group).sum(-1)
@@ -268,6 +219,22 @@ class FastConv2d(nn.Conv2d):
                 y = y + self.bias.to(y.dtype)
             return y.permute(0, 3, 1, 2)
         return super().forward(x)
+
+
+class _PairSum(torch.autograd.Function):
+    """Sum of adjacent channel pairs: (..., 2C) -> (..., C), one strided add.
+
+    The backward pass writes both members' (equal) gradients with one stack.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, y: Tensor) -> Tensor:
+        return torch.add(y[..., 0::2], y[..., 1::2])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return torch.stack((grad, grad), dim=-1).flatten(-2)
 
 
 def set_fast_ops(module: nn.Module, enabled: bool) -> None:
@@ -393,41 +360,103 @@ class LaplacianHead(nn.Module):
             FastConvTranspose2d(half, out_chans, last, stride=last),
         )
 
-    #: Recompute the full-resolution GELU outputs in the backward pass instead of
-    #: storing them (see :func:`consume_recomputed`); the decoder sets it before
-    #: each call from its own ``recompute_gelu`` and ``checkpoint_heads``.
-    recompute_gelu: bool = False
+    #: Store two full-resolution maps instead of three in the fused stage and
+    #: recompute the third in the backward pass (see
+    #: :func:`~torchgeo_scalemae.models.fused_head.full_resolution_stage`); the
+    #: decoder sets it before each call from its own ``recompute_heads``.
+    recompute: bool = False
+    #: Bytes of one full-width full-resolution map per chunk of the fused stage.
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+
+    def can_fuse(self) -> bool:
+        """Whether :meth:`forward` runs the fused full-resolution stage.
+
+        True for the standard head layout with the fast paths on, outside
+        ``torch.compile`` (which fuses the elementwise work itself).
+        """
+        return not torch.compiler.is_compiling() and self._fusable() is not None
+
+    def _fusable(
+        self,
+    ) -> (
+        tuple[
+            ChannelLayerNorm,
+            FastConvTranspose2d,
+            FastConv2d,
+            FastConv2d,
+            FastConvTranspose2d,
+        ]
+        | None
+    ):
+        norm, up, act, conv3, act2, conv1, act3, up2 = self.pred
+        if not (
+            isinstance(norm, ChannelLayerNorm)
+            and all(
+                type(a) is nn.GELU and a.approximate == 'none'
+                for a in (act, act2, act3)
+            )
+            and isinstance(up, FastConvTranspose2d)
+            and isinstance(up2, FastConvTranspose2d)
+            and isinstance(conv3, FastConv2d)
+            and isinstance(conv1, FastConv2d)
+        ):
+            return None
+        for u in (up, up2):
+            if not (
+                u._can_be_fast()
+                and u.bias is not None
+                and u.kernel_size[0] == u.kernel_size[1]
+            ):
+                return None
+        k = conv3.kernel_size[0]
+        grouped = (
+            conv3.fast
+            and conv3.bias is not None
+            and conv3.kernel_size == (k, k)
+            and k % 2 == 1
+            and conv3.padding == (k // 2, k // 2)
+            and conv3.stride == (1, 1)
+            and conv3.dilation == (1, 1)
+            and conv3.padding_mode == 'zeros'
+            and conv3.groups == conv3.out_channels
+            and conv3.in_channels == 2 * conv3.out_channels
+        )
+        pointwise = (
+            conv1.fast
+            and conv1.bias is not None
+            and conv1.kernel_size == (1, 1)
+            and conv1.groups == 1
+        )
+        if not (grouped and pointwise):
+            return None
+        return norm, up, conv3, conv1, up2
 
     def forward(self, x: Tensor) -> Tensor:
         """Map (B, in_dim, h, w) to (B, out_chans, first*last*h, first*last*w)."""
         x = self.conv_blocks(self.proj(x))
-        norm, up, act, conv3, act2, conv1, act3, up2 = self.pred
-        if not (
-            isinstance(up, FastConvTranspose2d)
-            and up._can_be_fast()
-            and type(act) is nn.GELU
-            and act.approximate == 'none'
-        ):
+        layers = None if torch.compiler.is_compiling() else self._fusable()
+        if layers is None:
             out: Tensor = self.pred(x)
             return out
-        x = norm(x)
-        if not self.recompute_gelu or torch.compiler.is_compiling():
-            # transposed conv + pixel shuffle + GELU in one pass (see forward_gelu)
-            out = up2(act3(conv1(act2(conv3(up.forward_gelu(x))))))
-            return out
-        # the same, storing only the pre-activation maps: the three GELU outputs
-        # at full resolution are recomputed in the backward pass
-        pre = F.linear(x.permute(0, 2, 3, 1), *up.gelu_linear_args())
-        kh, kw = up.kernel_size
-
-        def shuffle_gelu(y: Tensor) -> Tensor:
-            out: Tensor = _ShuffleGELU.apply(y, kh, kw)
-            return out.permute(0, 3, 1, 2)
-
-        x = consume_recomputed(shuffle_gelu, pre, conv3)
-        x = consume_recomputed(act2, x, conv1)
-        out = consume_recomputed(act3, x, up2)
-        return out
+        norm, up, conv3, conv1, up2 = layers
+        assert up.bias is not None and conv3.bias is not None
+        assert conv1.bias is not None and up2.bias is not None
+        z = norm.ln(x.permute(0, 2, 3, 1))
+        out = full_resolution_stage(
+            z,
+            up.weight,
+            up.bias,
+            conv3.weight,
+            conv3.bias,
+            conv1.weight,
+            conv1.bias,
+            up2.weight,
+            up2.bias,
+            padding=k if isinstance(k := conv3.padding[0], int) else 0,
+            chunk_bytes=self.chunk_bytes,
+            recompute=self.recompute,
+        )
+        return out.permute(0, 3, 1, 2)
 
 
 class BandpassDecoder(nn.Module):
@@ -450,8 +479,10 @@ class BandpassDecoder(nn.Module):
     Transposed convolutions whose kernel equals the stride run as matmuls with a
     pixel shuffle, 1x1 convolutions as matmuls and the grouped 3x3 convolutions as
     depthwise convolutions plus a channel-pair sum, all on channels-last maps (exact
-    to float32 rounding; ``fast_ops=False`` uses the stock operators). With
-    ``checkpoint_heads=True`` the heads recompute their activations in the backward
+    to float32 rounding; ``fast_ops=False`` uses the stock operators). Each head's
+    full-resolution stage runs as one fused operator with a hand-written backward
+    pass, a few images at a time so that its maps stay in cache
+    (:mod:`~torchgeo_scalemae.models.fused_head`). With ``checkpoint_heads=True`` the heads recompute their activations in the backward
     pass instead of storing them (most of the decoder's memory).
 
     .. versionadded:: 0.1
@@ -472,7 +503,7 @@ class BandpassDecoder(nn.Module):
         progressive: bool = False,
         fast_ops: bool = True,
         checkpoint_heads: bool = False,
-        recompute_gelu: bool = False,
+        recompute_heads: bool = False,
         **block_kwargs: Any,
     ) -> None:
         """Initialise the decoder.
@@ -492,9 +523,11 @@ class BandpassDecoder(nn.Module):
             progressive: chain the high branch on the low branch's output.
             fast_ops: use the exact fast layer implementations.
             checkpoint_heads: activation checkpointing of the heads in training.
-            recompute_gelu: recompute the heads' full-resolution GELU outputs in the
-                backward pass instead of storing them (exact; less memory, one
-                extra elementwise pass each; needs ``fast_ops``).
+            recompute_heads: store two full-resolution maps per head instead of
+                three and recompute the third (the 1x1 convolution's output) in
+                the backward pass: less memory for one extra per-pixel matrix
+                product per head (exact; applies to the fused stage, i.e. with
+                ``fast_ops`` outside ``torch.compile``).
             **block_kwargs: extra arguments of :class:`timm.models.vision_transformer.Block`.
 
         Raises:
@@ -547,16 +580,7 @@ class BandpassDecoder(nn.Module):
             if hasattr(module, 'fused_attn'):
                 setattr(module, 'fused_attn', True)  # noqa: B010
         set_fast_ops(self, fast_ops)
-        self.recompute_gelu = recompute_gelu
-
-    @property
-    def recompute_gelu(self) -> bool:
-        """Whether the heads recompute their full-resolution GELU outputs."""
-        return self._recompute_gelu
-
-    @recompute_gelu.setter
-    def recompute_gelu(self, enabled: bool) -> None:
-        self._recompute_gelu = bool(enabled)
+        self.recompute_heads = recompute_heads
 
     def set_fast_ops(self, enabled: bool) -> None:
         """Switch the exact fast layer implementations on or off.
@@ -567,15 +591,15 @@ class BandpassDecoder(nn.Module):
         set_fast_ops(self, enabled)
 
     def _run_head(self, head: nn.Module, x: Tensor) -> Tensor:
-        if self.checkpoint_heads and self.training and torch.is_grad_enabled():
-            # the whole head is recomputed anyway; saved-tensor hooks inside a
-            # checkpointed region would also override the checkpoint's own
-            if isinstance(head, LaplacianHead):
-                head.recompute_gelu = False
+        checkpointed = (
+            self.checkpoint_heads and self.training and torch.is_grad_enabled()
+        )
+        if isinstance(head, LaplacianHead):
+            # under checkpointing the whole head is recomputed anyway
+            head.recompute = self.recompute_heads and not checkpointed
+        if checkpointed:
             out: Tensor = checkpoint(head, x, use_reentrant=False)
             return out
-        if isinstance(head, LaplacianHead):
-            head.recompute_gelu = self._recompute_gelu
         out = head(x)
         return out
 

@@ -137,7 +137,7 @@ class ScaleMAE(nn.Module):
         fast_ops: bool = True,
         checkpoint_heads: bool = False,
         per_patch_loss: bool = True,
-        recompute_gelu: bool = False,
+        recompute_heads: bool = False,
     ) -> None:
         """Initialise the model.
 
@@ -168,8 +168,9 @@ class ScaleMAE(nn.Module):
             fast_ops: exact fast layer implementations in the decoder.
             checkpoint_heads: activation checkpointing of the Laplacian heads.
             per_patch_loss: per-patch masked sums in the loss (exact, cheaper).
-            recompute_gelu: recompute the heads' full-resolution GELU outputs in the
-                backward pass instead of storing them (exact, less memory).
+            recompute_heads: store two full-resolution maps per Laplacian head
+                instead of three, recomputing the third in the backward pass
+                (exact; less memory for one extra per-pixel matrix product).
 
         Raises:
             ValueError: for inconsistent settings.
@@ -205,7 +206,7 @@ class ScaleMAE(nn.Module):
             progressive=progressive,
             fast_ops=fast_ops,
             checkpoint_heads=checkpoint_heads,
-            recompute_gelu=recompute_gelu,
+            recompute_heads=recompute_heads,
         )
         self.loss = BandpassLoss(
             loss_preset,
