@@ -714,3 +714,23 @@ def test_weights_enum_members_and_names(monkeypatch: pytest.MonkeyPatch) -> None
     assert 'weights' not in by_member.hparams
     with pytest.raises(ValueError, match='do not fit model'):
         _task(weights='ScaleMAEPretrainLarge16_Weights.FMOW_RGB_800EP', in_channels=4)
+
+
+@pytest.mark.parametrize('retain', [True, False])
+def test_fit_on_cpu_retains_freed_memory(
+    retain: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchgeo_scalemae.tasks import pretrain
+
+    calls: list[int] = []
+
+    def record() -> bool:
+        calls.append(1)
+        return True
+
+    monkeypatch.setattr(pretrain, 'retain_freed_cpu_memory', record)
+    task = _task(retain_cpu_memory=retain)
+    trainer = _trainer(tmp_path, max_steps=1)
+    trainer.fit(task, DataLoader(_Images(4), batch_size=4))
+    assert trainer.global_step == 1
+    assert calls == ([1] if retain else [])
