@@ -17,7 +17,7 @@ Every figure is a ratio of configurations measured side by side in one run:
     kornia transform is replaced by the identity; Scale-MAE gets a ready
     input/target pair). ``--configs`` adds Scale-MAE variants (see ``CONFIGS``):
     ``scalemae_stock`` (the stock PyTorch operators and full-resolution loss
-    masks), ``scalemae_recompute`` (``recompute_gelu=True``), ``scalemae_ckpt``
+    masks), ``scalemae_recompute`` (``recompute_heads=True``), ``scalemae_ckpt``
     (``checkpoint_heads=True``).
 ``bf16``
     The same Scale-MAE step under ``torch.autocast(dtype=torch.bfloat16)`` against
@@ -27,7 +27,7 @@ Every figure is a ratio of configurations measured side by side in one run:
     Peak memory of one training step per image, each configuration in its own
     spawned child process: the default model, the same model with the memory
     optimisations off (stock operators, full-resolution loss masks),
-    ``recompute_gelu=True``, ``checkpoint_heads=True``, and the MAE task. CPU: after a warm-up step (which
+    ``recompute_heads=True``, ``checkpoint_heads=True``, and the MAE task. CPU: after a warm-up step (which
     allocates the AdamW state) the child drops the gradients, returns free heap to
     the OS (``malloc_trim``), resets its resident-set high-water mark (``5`` to
     ``/proc/self/clear_refs``) and reports ``VmHWM - VmRSS`` after the measured
@@ -84,9 +84,9 @@ SIZES: dict[str, dict[str, int]] = {
 }
 #: Scale-MAE decoder overrides for the smoke-test size (the fixtures' decoder).
 TINY_DECODER = {'decoder_embed_dim': 32, 'decoder_num_heads': 4, 'fcn_dim': 32}
-SECTIONS = ('speed', 'bf16', 'memory', 'profile')
+SECTIONS = ('speed', 'bf16', 'memory', 'breakdown', 'profile')
 #: Scale-MAE configurations: the default (speed-optimised), the memory option
-#: ``recompute_gelu``, head checkpointing, and the stock operators with the
+#: ``recompute_heads``, head checkpointing, and the stock operators with the
 #: full-resolution loss masks (all optimisations off).
 CONFIGS = ('scalemae', 'scalemae_recompute', 'scalemae_ckpt', 'scalemae_stock', 'mae')
 MEMORY_CONFIGS = CONFIGS
@@ -105,7 +105,7 @@ def build_scalemae(args: argparse.Namespace, config: str = 'scalemae') -> nn.Mod
     elif config == 'scalemae_ckpt':
         kwargs.update(checkpoint_heads=True)
     elif config == 'scalemae_recompute':
-        kwargs.update(recompute_gelu=True)
+        kwargs.update(recompute_heads=True)
     torch.manual_seed(0)
     return ScaleMAE(mask_ratio=args.mask_ratio, **kwargs)
 
@@ -275,9 +275,16 @@ def section_speed(args: argparse.Namespace, report: dict[str, Any]) -> None:
             line += f' {row["mfu"] * 100:5.1f}%'
         print(line)
     s, m = rows['scalemae'], rows['mae']
+    # each Scale-MAE step against the MAE step run right after it: robust to load
+    # that drifts during the run
+    paired = statistics.median(
+        a / b for a, b in zip(s['times_s'], m['times_s'], strict=True)
+    )
+    report['speed_paired_ratio'] = paired
     print(
         f'RATIO step time scalemae/mae = {s["step_s"] / m["step_s"]:.2f}x '
-        f'(target <= 2.0x); FLOPs {s["gflop_per_step"] / m["gflop_per_step"]:.2f}x; '
+        f'(target <= 2.0x; median of paired steps {paired:.2f}x); '
+        f'FLOPs {s["gflop_per_step"] / m["gflop_per_step"]:.2f}x; '
         f'FLOP rate {s["gflop_per_s"] / m["gflop_per_s"]:.2f}x'
     )
     for name in args.configs:
@@ -356,22 +363,104 @@ def section_memory(args: argparse.Namespace, report: dict[str, Any]) -> None:
         per = row['peak_bytes'] / 2**20 / args.batch
         print(f'{name:16s} {per:9.1f} MiB per image  ({row["method"]})')
     ok = {k: v['peak_bytes'] for k, v in rows.items() if 'error' not in v}
-    if 'scalemae' in ok and 'scalemae_stock' in ok:
-        print(
-            f'RATIO peak memory optimised/stock = '
-            f'{ok["scalemae"] / ok["scalemae_stock"]:.2f} '
-            f'({(1 - ok["scalemae"] / ok["scalemae_stock"]) * 100:.0f} % less; '
-            'target >= 30 %)'
-        )
-    for name in ('scalemae_recompute', 'scalemae_ckpt'):
-        if name in ok and 'scalemae_stock' in ok:
-            print(
-                f'RATIO peak memory {name}/stock = '
-                f'{ok[name] / ok["scalemae_stock"]:.2f} '
-                f'({(1 - ok[name] / ok["scalemae_stock"]) * 100:.0f} % less)'
-            )
+    if 'scalemae_stock' in ok:
+        stock = ok['scalemae_stock']
+        for name, note in (
+            ('scalemae_recompute', ' (recompute_heads=True; target >= 30 % less)'),
+            ('scalemae_ckpt', ' (checkpoint_heads=True)'),
+            ('scalemae', ' (default, speed-first)'),
+        ):
+            if name in ok:
+                print(
+                    f'RATIO peak memory {name}/stock = {ok[name] / stock:.2f} '
+                    f'({(1 - ok[name] / stock) * 100:.0f} % less){note}'
+                )
     if 'scalemae' in ok and 'mae' in ok:
         print(f'RATIO peak memory scalemae/mae = {ok["scalemae"] / ok["mae"]:.2f}')
+
+
+#: aten operators counted as matrix products in the ``breakdown`` section.
+MATMUL_OPS = frozenset({'mm', 'addmm', 'bmm', 'baddbmm', 'matmul', 'linear'})
+
+
+def _category(op: str) -> str:
+    if op in MATMUL_OPS:
+        return 'matrix products'
+    if op.startswith(('_scaled_dot_product', '_flash_attention')):
+        return 'attention'
+    if 'convolution' in op:
+        return 'convolutions'
+    return 'elementwise and other'
+
+
+def section_breakdown(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    """Seconds per operator category in one step of each model (CPU only)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    if args.device != 'cpu':
+        print('\n== breakdown: CPU only (operators run asynchronously on a GPU)')
+        return
+
+    class Timer(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seconds: dict[str, float] = {}
+
+        def __torch_dispatch__(
+            self,
+            func: Any,
+            types: Any,
+            args: tuple[Any, ...] = (),
+            kwargs: dict[str, Any] | None = None,
+        ) -> Any:
+            t0 = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            key = _category(func.overloadpacket.__name__)
+            self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - t0
+            return out
+
+    rows: dict[str, dict[str, float]] = {}
+    for name in ('scalemae', 'mae'):
+        r = Runner(name, args)
+        for _ in range(max(args.warmup, 2)):  # the allocator reaches steady state
+            r.step()
+        timer = Timer()
+        t0 = time.perf_counter()
+        with timer:
+            loss = r.loss()
+            loss.backward()
+        t1 = time.perf_counter()
+        r.optimizer.step()
+        r.optimizer.zero_grad(set_to_none=True)
+        t2 = time.perf_counter()
+        row = dict(timer.seconds)
+        row['optimizer (AdamW)'] = t2 - t1
+        row['step'] = t2 - t0
+        rows[name] = row
+        del r
+        gc.collect()
+    report['breakdown'] = rows
+    keys = [
+        'matrix products',
+        'attention',
+        'convolutions',
+        'elementwise and other',
+        'optimizer (AdamW)',
+        'step',
+    ]
+    print(f'\n== breakdown: seconds of one step by operator category ({args.dtype})')
+    print(f'{"category":24s} {"scalemae":>9s} {"mae":>9s} {"ratio":>7s}')
+    for key in keys:
+        a, b = rows['scalemae'].get(key, 0.0), rows['mae'].get(key, 0.0)
+        ratio = f'{a / b:6.2f}x' if b else '      -'
+        print(f'{key:24s} {a:9.3f} {b:9.3f} {ratio}')
+    s, m = rows['scalemae'], rows['mae']
+    print(
+        f'BOUND Scale-MAE matrix products alone = '
+        f'{s["matrix products"] / m["step"]:.2f}x the MAE step; with its AdamW '
+        f'{(s["matrix products"] + s["optimizer (AdamW)"]) / m["step"]:.2f}x '
+        '(per-operator timing adds a little overhead to both)'
+    )
 
 
 def section_profile(args: argparse.Namespace, report: dict[str, Any]) -> None:
@@ -444,6 +533,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="AdamW implementation for both models; auto: fused on CUDA, torch's "
         'default (what TorchGeo configures) on CPU',
     )
+    parser.add_argument(
+        '--cpu-allocator',
+        choices=('retain', 'default'),
+        default='retain',
+        help='CPU only, both models alike: retain (keep freed memory for reuse, as '
+        'ScaleMAEPretraining does on the CPU) or glibc defaults; the memory '
+        'section always uses the defaults',
+    )
     parser.add_argument('--sections', nargs='+', choices=SECTIONS, default=SECTIONS)
     parser.add_argument(
         '--configs',
@@ -468,18 +565,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     if args.input_size % 16:
         parser.error(f'--input-size must be a multiple of 16, got {args.input_size}')
+    allocator = 'default'
+    if args.device == 'cpu' and args.cpu_allocator == 'retain':
+        from torchgeo_scalemae.cpu_memory import retain_freed_cpu_memory
+
+        allocator = 'retain' if retain_freed_cpu_memory() else 'default (not glibc)'
     report: dict[str, Any] = {'args': {k: str(v) for k, v in vars(args).items()}}
     report['machine'] = machine()
+    report['cpu_allocator'] = allocator
     print(
         f'# {report["machine"]}\n# size={args.size} S={args.input_size} '
         f'target={2 * args.input_size} batch={args.batch} mask={args.mask_ratio} '
         f'dtype={args.dtype} compile={args.compile} device={args.device} '
-        f'MAE decoder {args.mae_decoder_dim}-d x {args.mae_decoder_depth} blocks'
+        f'MAE decoder {args.mae_decoder_dim}-d x {args.mae_decoder_depth} blocks '
+        f'cpu allocator {allocator}'
     )
     funcs = {
         'speed': section_speed,
         'bf16': section_bf16,
         'memory': section_memory,
+        'breakdown': section_breakdown,
         'profile': section_profile,
     }
     for section in args.sections:

@@ -595,8 +595,9 @@ class BandpassDecoder(nn.Module):
             self.checkpoint_heads and self.training and torch.is_grad_enabled()
         )
         if isinstance(head, LaplacianHead):
-            # under checkpointing the whole head is recomputed anyway
-            head.recompute = self.recompute_heads and not checkpointed
+            # a checkpointed head is rerun in the backward pass, and that rerun's
+            # own stored maps set the peak: store the fewest
+            head.recompute = self.recompute_heads or checkpointed
         if checkpointed:
             out: Tensor = checkpoint(head, x, use_reentrant=False)
             return out
