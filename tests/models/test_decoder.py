@@ -264,3 +264,69 @@ def test_recompute_heads_same_gradients_less_saved(checkpoint_heads: bool) -> No
     if not checkpoint_heads:
         # two full-resolution maps per head are stored instead of six
         assert bytes_b < bytes_a
+
+
+@pytest.mark.parametrize(
+    ('up_bias', 'point_bias'), [(True, True), (False, True), (True, False)]
+)
+def test_conv_transpose_then_pointwise_composes(
+    up_bias: bool, point_bias: bool
+) -> None:
+    torch.manual_seed(0)
+    up = FastConvTranspose2d(6, 5, 2, stride=2, bias=up_bias).double()
+    point = FastConv2d(5, 7, 1, bias=point_bias).double()
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
+    params = [x, *up.parameters(), *point.parameters()]
+    fused = up.forward_then_pointwise(x, point)
+    g = torch.randn_like(fused)
+    grads_fused = torch.autograd.grad(fused, params, g)
+    up.fast = point.fast = False
+    plain = point(up(x))
+    grads_plain = torch.autograd.grad(plain, params, g)
+    assert fused.shape == plain.shape == (2, 7, 6, 8)
+    torch.testing.assert_close(fused, plain, rtol=1e-10, atol=1e-12)
+    for a, b in zip(grads_fused, grads_plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # off the fast path it is the plain composition
+    torch.testing.assert_close(up.forward_then_pointwise(x, point), plain)
+
+
+@pytest.mark.parametrize('progressive', [False, True])
+@pytest.mark.parametrize('independent', [True, False])
+@pytest.mark.parametrize('checkpoint_heads', [False, True])
+def test_fast_decoder_equals_stock_decoder(
+    progressive: bool, independent: bool, checkpoint_heads: bool
+) -> None:
+    """Composed projections, fused stages and fast layers vs the stock operators."""
+    torch.manual_seed(0)
+    dec = (
+        BandpassDecoder(
+            24,
+            3,
+            16,
+            embed_dim=16,
+            depth=1,
+            num_heads=2,
+            fcn_dim=8,
+            progressive=progressive,
+            independent_heads=independent,
+            checkpoint_heads=checkpoint_heads,
+        )
+        .double()
+        .train()
+    )
+    latent = torch.randn(2, 2, 24, dtype=torch.float64)
+    ids = torch.stack([torch.randperm(4) for _ in range(2)])
+    res = torch.tensor([1.0, 3.0])
+
+    def run() -> list[torch.Tensor]:
+        dec.zero_grad()
+        low, high = dec(latent, ids, res, (2, 2))
+        (low.square().mean() + high.abs().mean()).backward()
+        return [low, high, *(p.grad.clone() for p in dec.parameters())]
+
+    fast = run()
+    dec.set_fast_ops(False)
+    stock = run()
+    for a, b in zip(fast, stock, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

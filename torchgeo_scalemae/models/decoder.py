@@ -93,6 +93,57 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
         y = y.reshape(b, h * kh, w * kw, out_c)  # the pixel shuffle (one copy)
         return y.permute(0, 3, 1, 2)
 
+    def forward_then_pointwise(self, x: Tensor, pointwise: 'FastConv2d') -> Tensor:
+        """``pointwise(self(x))`` as one per-pixel matrix product.
+
+        A 1x1 convolution after a transposed convolution whose kernel equals its
+        stride acts on each output pixel independently, so the two compose into one
+        transposed convolution with weight ``W_up @ W_1x1`` per sub-pixel and bias
+        ``W_1x1 @ b_up + b_1x1``: for the recipe's high branch (28 x 28 -> 56 x 56, 512
+        channels) about half the products of the pair, and no stored intermediate.
+        Gradients reach both layers' parameters. Off the fast path, or for another
+        kind of ``pointwise``: the plain composition.
+
+        Args:
+            x: (B, C_in, H, W) input.
+            pointwise: a 1x1 :class:`FastConv2d` with ``C_out`` input channels.
+
+        Returns:
+            (B, C_1x1, kH, kW) channels-last, equal to ``pointwise(self(x))`` up to
+            float rounding.
+        """
+        if not (
+            self._can_be_fast()
+            and isinstance(pointwise, FastConv2d)
+            and pointwise.fast
+            and pointwise.kernel_size == (1, 1)
+            and pointwise.stride == (1, 1)
+            and pointwise.padding in ((0, 0), 'valid')
+            and pointwise.groups == 1
+            and pointwise.in_channels == self.out_channels
+        ):
+            out: Tensor = pointwise(self.forward(x))
+            return out
+        b, c, h, w = x.shape
+        kh, kw = self.kernel_size
+        mid, out_c = self.out_channels, pointwise.out_channels
+        w_point = pointwise.weight.view(out_c, mid)
+        # (C_in*kh*kw, mid) @ (mid, out_c): per sub-pixel products, channels innermost
+        weight = (
+            self.weight.permute(0, 2, 3, 1).reshape(c * kh * kw, mid) @ w_point.t()
+        ).view(c, kh * kw * out_c)
+        bias: Tensor | None = None
+        if self.bias is not None:
+            bias = self.bias @ w_point.t()
+        if pointwise.bias is not None:
+            bias = pointwise.bias if bias is None else bias + pointwise.bias
+        if bias is not None:
+            bias = bias.repeat(kh * kw)
+        y = F.linear(x.permute(0, 2, 3, 1), weight.t(), bias)
+        y = y.view(b, h, w, kh, kw, out_c).permute(0, 1, 3, 2, 4, 5)
+        y = y.reshape(b, h * kh, w * kw, out_c)  # the pixel shuffle (one copy)
+        return y.permute(0, 3, 1, 2)
+
     def forward_gelu(self, x: Tensor) -> Tensor:
         """``F.gelu(self(x))`` with the pixel shuffle fused into the GELU.
 
@@ -433,7 +484,16 @@ class LaplacianHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Map (B, in_dim, h, w) to (B, out_chans, first*last*h, first*last*w)."""
-        x = self.conv_blocks(self.proj(x))
+        return self.forward_projected(self.proj(x))
+
+    def forward_projected(self, x: Tensor) -> Tensor:
+        """:meth:`forward` after ``proj``: (B, hidden_dim, h, w) to the prediction.
+
+        The decoder calls it with ``proj`` already folded into the preceding
+        transposed convolution
+        (:meth:`FastConvTranspose2d.forward_then_pointwise`).
+        """
+        x = self.conv_blocks(x)
         layers = None if torch.compiler.is_compiling() else self._fusable()
         if layers is None:
             out: Tensor = self.pred(x)
@@ -590,7 +650,7 @@ class BandpassDecoder(nn.Module):
         """
         set_fast_ops(self, enabled)
 
-    def _run_head(self, head: nn.Module, x: Tensor) -> Tensor:
+    def _run_head(self, head: nn.Module, x: Tensor, projected: bool = False) -> Tensor:
         checkpointed = (
             self.checkpoint_heads and self.training and torch.is_grad_enabled()
         )
@@ -598,11 +658,38 @@ class BandpassDecoder(nn.Module):
             # a checkpointed head is rerun in the backward pass, and that rerun's
             # own stored maps set the peak: store the fewest
             head.recompute = self.recompute_heads or checkpointed
+        function = (
+            head.forward_projected
+            if projected and isinstance(head, LaplacianHead)
+            else head
+        )
         if checkpointed:
-            out: Tensor = checkpoint(head, x, use_reentrant=False)
+            out: Tensor = checkpoint(function, x, use_reentrant=False)
             return out
-        out = head(x)
+        out = function(x)
         return out
+
+    def _heads(self) -> tuple[nn.Module, nn.Module]:
+        if self.head is not None:
+            return self.head, self.head
+        assert self.head_low is not None and self.head_high is not None
+        return self.head_low, self.head_high
+
+    @staticmethod
+    def _composable(
+        branch: nn.Sequential, head: nn.Module
+    ) -> tuple[FastConvTranspose2d, FastConv2d] | None:
+        """The branch's last layer and the head's projection, if they compose."""
+        up = branch[-1]
+        if (
+            isinstance(up, FastConvTranspose2d)
+            and up._can_be_fast()
+            and isinstance(head, LaplacianHead)
+            and isinstance(head.proj, FastConv2d)
+            and head.proj.fast
+        ):
+            return up, head.proj
+        return None
 
     def forward(
         self,
@@ -636,9 +723,25 @@ class BandpassDecoder(nn.Module):
         tokens = tokens + pe.to(tokens.dtype)
         tokens = self.norm(self.blocks(tokens))
         fmap = tokens.reshape(b, h, w, self.embed_dim).permute(0, 3, 1, 2)
-        low = self.up_low(fmap)
-        high = self.up_high(low if self.progressive else fmap)
-        if self.head is not None:
-            return self._run_head(self.head, low), self._run_head(self.head, high)
-        assert self.head_low is not None and self.head_high is not None
-        return self._run_head(self.head_low, low), self._run_head(self.head_high, high)
+        head_low, head_high = self._heads()
+        # each branch's last transposed convolution and its head's 1x1 projection
+        # run as one product where both are on the fast path (the low branch's
+        # output also feeds the high branch when progressive, so it stays)
+        pair = None if self.progressive else self._composable(self.up_low, head_low)
+        if pair is None:
+            low = self.up_low(fmap)
+            pred_low = self._run_head(head_low, low)
+        else:
+            low = self.up_low[:-1](fmap)
+            projected = pair[0].forward_then_pointwise(low, pair[1])
+            pred_low = self._run_head(head_low, projected, projected=True)
+        high_in = low if self.progressive else fmap
+        pair = self._composable(self.up_high, head_high)
+        if pair is None:
+            pred_high = self._run_head(head_high, self.up_high(high_in))
+        else:
+            projected = pair[0].forward_then_pointwise(
+                self.up_high[:-1](high_in), pair[1]
+            )
+            pred_high = self._run_head(head_high, projected, projected=True)
+        return pred_low, pred_high
