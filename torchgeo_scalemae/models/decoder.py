@@ -351,9 +351,37 @@ class FeatureMappingBlock(nn.Module):
         self.residual = FastConv2d(dim, dim, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Map (B, C, H, W) to (B, C, H, W)."""
-        out: Tensor = self.convs(x) + self.residual(x)
-        return out
+        """Map (B, C, H, W) to (B, C, H, W) (channels-last on the fast path).
+
+        On the fast path the residual's product is the starting value of the last
+        1x1 convolution's (one ``addmm``), so the sum costs no separate pass.
+        """
+        act, conv3, act2, conv1 = self.convs
+        residual = self.residual
+        if not (
+            isinstance(conv1, FastConv2d)
+            and isinstance(residual, FastConv2d)
+            and conv1.fast
+            and residual.fast
+            and conv1.kernel_size == residual.kernel_size == (1, 1)
+            and conv1.groups == residual.groups == 1
+            and conv1.padding in ((0, 0), 'valid')
+            and residual.padding in ((0, 0), 'valid')
+        ):
+            out: Tensor = self.convs(x) + self.residual(x)
+            return out
+        b, c, h, w = x.shape
+        hidden = act2(conv3(act(x))).permute(0, 2, 3, 1)  # (B, H, W, C/2)
+        bias: Tensor | None = residual.bias
+        if conv1.bias is not None:
+            bias = conv1.bias if bias is None else bias + conv1.bias
+        start = F.linear(x.permute(0, 2, 3, 1), residual.weight.view(c, c), bias).view(
+            -1, c
+        )
+        out = torch.addmm(
+            start, hidden.reshape(-1, hidden.shape[-1]), conv1.weight.view(c, -1).t()
+        )
+        return out.view(b, h, w, c).permute(0, 3, 1, 2)
 
 
 class LaplacianHead(nn.Module):

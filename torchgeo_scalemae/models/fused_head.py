@@ -153,24 +153,27 @@ class FullResolutionStage(torch.autograd.Function):
             z, y1, s, *(empty if t is None else t for t in (a1, a2, y3, a3)), *weights
         )
         ctx.config = (padding, chunk, recompute)
+        ctx.params = params  # the weights in the kernels' layouts, built once
         return out.view(b, hh * k2, ww * k2, c_out)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: D102
-        z, y1, s, a1, a2, y3, a3, *weights = ctx.saved_tensors
+        # the parameters are saved too, so that autograd refuses a backward pass
+        # after they were modified in place
+        z, y1, s, a1, a2, y3, a3, *_ = ctx.saved_tensors
         padding, chunk, recompute = ctx.config
         needs = ctx.needs_input_grad
-        params = _Params(weights, z.dtype)
+        params: _Params = ctx.params
         c_in, c1, k1, c2, _, c_out, k2 = params.shapes
         b, h, w, _ = z.shape
         hh, ww = k1 * h, k1 * w
         grad = grad.reshape(b, hh, k2, ww, k2, c_out)
         grad_z = z.new_empty(z.shape) if needs[0] else None
         acc: dict[str, Tensor | None] = dict.fromkeys(
-            ('w1', 'b1', 'w3', 'b3', 'w_pw', 'b_pw', 'w_up2', 'b_up2')
+            ('w1', 'w3', 'b3', 'w_pw', 'b_pw', 'w_up2', 'b_up2')
         )
-        w1_t = params.w1.t().contiguous() if needs[0] else None  # faster products
+        w1_t = params.w1_transposed() if needs[0] else None
         for part in _chunks(b, chunk):
             n = part.stop - part.start
             pixels = n * hh * ww
@@ -233,8 +236,10 @@ class FullResolutionStage(torch.autograd.Function):
             )
             del g_a1
             g_y1 = g_y1.view(-1, k1 * k1 * c1)
-            acc['w1'] = _accumulate(acc['w1'], z[part].reshape(-1, c_in).t() @ g_y1)
-            acc['b1'] = _accumulate(acc['b1'], g_y1.sum(0))
+            # weight and bias gradients in one product: z with a column of ones
+            z_c = z[part].reshape(-1, c_in)
+            z_ones = torch.cat((z_c, z_c.new_ones(z_c.shape[0], 1)), dim=1)
+            acc['w1'] = _accumulate(acc['w1'], z_ones.t() @ g_y1)
             if grad_z is not None and w1_t is not None:
                 torch.mm(g_y1, w1_t, out=grad_z[part].view(-1, c_in))
             del g_y1
@@ -274,9 +279,11 @@ class _Params:
                 torch.arange(1, c1, 2, device=device),
             )
         )
+        self._up1_weight = up1_weight.detach()
+        self._dtype = dtype
+        # one gather: (C_in, k1, k1, C1) in the even-first channel order
         self.w1 = (
-            up1_weight.detach()[:, self.perm]
-            .permute(0, 2, 3, 1)
+            self._up1_weight.permute(0, 2, 3, 1)[..., self.perm]
             .reshape(c_in, k1 * k1 * c1)
             .to(dtype)
         )
@@ -294,6 +301,15 @@ class _Params:
         self.b_pw = conv1_bias.detach().to(dtype)
         self.w_up2 = up2_weight.detach().reshape(c1, c_out * k2 * k2).to(dtype)
         self.b_up2 = up2_bias.detach().repeat_interleave(k2 * k2).to(dtype)
+
+    def w1_transposed(self) -> Tensor:
+        """``w1.t()`` contiguous (k1*k1*C1, C_in), one gather (faster products)."""
+        c_in, c1, k1 = self.shapes[:3]
+        return (
+            self._up1_weight.permute(2, 3, 1, 0)[:, :, self.perm]
+            .reshape(k1 * k1 * c1, c_in)
+            .to(self._dtype)
+        )
 
     def pointwise(self, a2: Tensor, out: Tensor | None) -> Tensor:
         """The 1x1 convolution of ``a2`` (n, H, W, C2) to (n, H, W, C1)."""
@@ -317,8 +333,9 @@ class _Params:
             assert value is not None
             return value
 
-        g_w1 = shaped('w1').view(c_in, k1, k1, c1).permute(0, 3, 1, 2)[:, inverse]
-        g_b1 = shaped('b1').view(k1 * k1, c1).sum(0)[inverse]
+        w1_and_bias = shaped('w1')  # (C_in + 1, k1*k1*C1): the last row is the bias's
+        g_w1 = w1_and_bias[:c_in].view(c_in, k1, k1, c1).permute(0, 3, 1, 2)[:, inverse]
+        g_b1 = w1_and_bias[c_in].view(k1 * k1, c1).sum(0)[inverse]
         w3 = acc['w3']
         g_w3 = (
             None
