@@ -184,7 +184,8 @@ class FullResolutionStage(torch.autograd.Function):
             a3c = F.gelu(y3c) if recompute else a3[part]
             # last transposed convolution: per-pixel products C1 -> C_out*k2*k2
             g_o = grad[part].permute(0, 1, 3, 5, 2, 4).reshape(pixels, c_out * k2 * k2)
-            acc['w_up2'] = _accumulate(acc['w_up2'], a3c.view(pixels, c1).t() @ g_o)
+            # (C_out*k2*k2, C1): this orientation of the skinny product is ~2x faster
+            acc['w_up2'] = _accumulate(acc['w_up2'], g_o.t() @ a3c.view(pixels, c1))
             acc['b_up2'] = _accumulate(acc['b_up2'], g_o.sum(0))
             del a3c
             g = g_o @ params.w_up2.t()  # grad of a3, then in place of y3, ...
@@ -343,7 +344,7 @@ class _Params:
             else w3.view(2, c2, kernel, kernel).transpose(0, 1).contiguous()
         )
         g_pw = shaped('w_pw').view(c1, c2, 1, 1)
-        g_up2 = shaped('w_up2').view(c1, c_out, k2, k2)
+        g_up2 = shaped('w_up2').t().reshape(c1, c_out, k2, k2)
         g_b_up2 = shaped('b_up2').view(c_out, k2 * k2).sum(1)
         return [
             g_w1.contiguous(), g_b1, g_w3, shaped('b3'),
