@@ -131,5 +131,9 @@ def test_validates_shapes_and_chunk() -> None:
         full_resolution_stage(torch.randn(2, 3, 3, 8), *args)
     with pytest.raises(ValueError, match='inconsistent'):
         full_resolution_stage(z, *args[:2], args[2][:, :1], *args[3:])
-    with pytest.raises(ValueError, match='chunk_bytes must be positive, got 0'):
+    with pytest.raises(ValueError, match='chunk_bytes must be a positive int, got 0'):
         full_resolution_stage(z, *args, chunk_bytes=0)
+    with pytest.raises(
+        ValueError, match=r'chunk_bytes must be a positive int, got 1\.5'
+    ):
+        full_resolution_stage(z, *args, chunk_bytes=1.5)  # type: ignore[arg-type]

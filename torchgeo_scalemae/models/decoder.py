@@ -15,7 +15,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .fused_head import DEFAULT_CHUNK_BYTES, full_resolution_stage
+from .fused_head import full_resolution_stage
 from .pos_embed import GSDPositionalEmbedding
 
 __all__ = (
@@ -444,8 +444,9 @@ class LaplacianHead(nn.Module):
     #: :func:`~torchgeo_scalemae.models.fused_head.full_resolution_stage`); the
     #: decoder sets it before each call from its own ``recompute_heads``.
     recompute: bool = False
-    #: Bytes of one full-width full-resolution map per chunk of the fused stage.
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES
+    #: Bytes of one full-width full-resolution map per chunk of the fused stage;
+    #: None picks the device's default (64 MiB on the CPU, 1 GiB elsewhere).
+    chunk_bytes: int | None = None
 
     def can_fuse(self) -> bool:
         """Whether :meth:`forward` runs the fused full-resolution stage.

@@ -31,10 +31,12 @@ from torch import Tensor
 
 __all__ = ('FullResolutionStage', 'full_resolution_stage')
 
-#: Default bytes of one full-width (``C1``-channel) map per chunk: about one
-#: recipe-size image (224 x 224 x 256 float32 = 49 MiB), small enough that a
+#: Default bytes of one full-width (``C1``-channel) map per chunk on the CPU: about
+#: one recipe-size image (224 x 224 x 256 float32 = 49 MiB), small enough that a
 #: chunk's handful of maps stays in a server CPU's last-level cache.
 DEFAULT_CHUNK_BYTES = 64 * 2**20
+#: The same on other devices (GPUs), where fewer, larger chunks launch fewer kernels.
+DEFAULT_ACCELERATOR_CHUNK_BYTES = 2**30
 
 
 def _shuffle_view(y: Tensor, k: int) -> Tensor:
@@ -364,7 +366,7 @@ def full_resolution_stage(
     up2_bias: Tensor,
     *,
     padding: int = 1,
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_bytes: int | None = None,
     recompute: bool = False,
 ) -> Tensor:
     """Run :class:`FullResolutionStage`, choosing the chunk size from a byte budget.
@@ -384,7 +386,8 @@ def full_resolution_stage(
         up2_bias: (C_out,).
         padding: the grouped convolution's padding (``k // 2``).
         chunk_bytes: bytes of one C1-channel full-resolution map per chunk; at
-            least one image per chunk.
+            least one image per chunk. None: :data:`DEFAULT_CHUNK_BYTES` on the
+            CPU, :data:`DEFAULT_ACCELERATOR_CHUNK_BYTES` elsewhere.
         recompute: store two maps instead of three, recomputing the 1x1
             convolution's output in the backward pass.
 
@@ -413,8 +416,15 @@ def full_resolution_stage(
             f'conv3 {tuple(conv3_weight.shape)}, conv1 {tuple(conv1_weight.shape)}, '
             f'up2 {tuple(up2_weight.shape)}'
         )
-    if chunk_bytes <= 0:
-        raise ValueError(f'chunk_bytes must be positive, got {chunk_bytes}')
+    if chunk_bytes is None:
+        cpu = z.device.type == 'cpu'
+        chunk_bytes = DEFAULT_CHUNK_BYTES if cpu else DEFAULT_ACCELERATOR_CHUNK_BYTES
+    if (
+        isinstance(chunk_bytes, bool)
+        or not isinstance(chunk_bytes, int)
+        or chunk_bytes <= 0
+    ):
+        raise ValueError(f'chunk_bytes must be a positive int, got {chunk_bytes!r}')
     device_type = z.device.type
     tensors = [
         z, up1_weight, up1_bias, conv3_weight, conv3_bias,
