@@ -10,14 +10,15 @@ of those layers is a separate pass over maps of hundreds of megabytes: the step 
 bound by memory traffic, not arithmetic, and autograd keeps every activation.
 
 :class:`FullResolutionStage` computes the same function with a hand-written
-backward pass, a few images at a time (``chunk``), so that each chunk's maps stay
-in the CPU's last-level cache between layers, and it stores only the three
-pre-activation maps the GELU gradients need (the GELU outputs are recomputed per
-chunk in the backward pass). With ``recompute=True`` it stores only two of them
-and recomputes the third (the 1x1 convolution's output) with one extra per-pixel
-matrix product. Results equal the layer-by-layer computation up to float32
-rounding; parameters keep their :class:`torch.nn.ConvTranspose2d` /
-:class:`torch.nn.Conv2d` shapes.
+backward pass, a few images at a time (``chunk``), so that each chunk's maps are
+reused while they are still in the CPU's caches, without autograd's intermediate
+tensors. By default it stores the six full-resolution maps the backward pass needs
+(three pre-activations and three activations); with ``recompute=True`` it stores
+only two (the first transposed convolution's and the grouped convolution's
+outputs) and recomputes the rest per chunk, with one extra per-pixel matrix
+product. Results equal the layer-by-layer computation up to float rounding;
+parameters keep their :class:`torch.nn.ConvTranspose2d` / :class:`torch.nn.Conv2d`
+shapes.
 
 .. versionadded:: 0.1
 """
@@ -76,9 +77,10 @@ class FullResolutionStage(torch.autograd.Function):
     Inputs are channels-last: ``z`` is (B, h, w, C_in) (the layer-normed head
     features) and the output is (B, k1*k2*h, k1*k2*w, C_out). The grouped 3x3
     convolution must have two input channels per group (``C1 = 2 * C2``), as every
-    Laplacian head does. Its channels are reordered internally (even channels
-    first) so that it runs as a depthwise convolution whose two halves are summed
-    with one vectorised add; the order of the parameters is unchanged.
+    Laplacian head does. It runs as a depthwise convolution (the bias added to each
+    group's first channel) followed by one strided add of each group's two
+    channels: oneDNN's grouped kernel for two channels per group is several times
+    slower.
     """
 
     @staticmethod
@@ -133,7 +135,7 @@ class FullResolutionStage(torch.autograd.Function):
                 a1c.permute(0, 3, 1, 2), params.w3, params.b3, 1, padding, 1, c1
             ).permute(0, 2, 3, 1)
             sc = s[part]
-            torch.add(d[..., :c2], d[..., c2:], out=sc)
+            torch.add(d[..., 0::2], d[..., 1::2], out=sc)  # each group's two channels
             del a1c, d
             a2c = (
                 F.gelu(sc) if a2 is None else torch.ops.aten.gelu.out(sc, out=a2[part])
@@ -205,8 +207,8 @@ class FullResolutionStage(torch.autograd.Function):
             )
             g_s = g.view(n, hh, ww, c2)
             acc['b3'] = _accumulate(acc['b3'], g_s.sum((0, 1, 2)))
-            # grouped convolution as a depthwise one on the reordered channels
-            g_d = torch.cat((g_s, g_s), dim=-1)
+            # the grouped convolution as a depthwise one plus the pair sum
+            g_d = torch.stack((g_s, g_s), dim=-1).view(n, hh, ww, c1)
             del g, g_s
             y1c = y1[part]
             a1c = (
@@ -260,10 +262,10 @@ class _Params:
     """The stage's parameters in the layouts its kernels use, and back.
 
     ``w1`` (C_in, k1*k1*C1): the first transposed convolution's per-pixel products
-    with channels innermost, in the even-first channel order ``perm``; ``w3``
-    (C1, 1, 3, 3) and ``b3`` (C1,): the grouped convolution as a depthwise one in
-    that order, the bias on the first half; ``w_pw`` (C1, C2): the 1x1
-    convolution; ``w_up2`` (C1, C_out*k2*k2): the last transposed convolution.
+    with channels innermost; ``w3`` (C1, 1, k, k) and ``b3`` (C1,): the grouped
+    convolution as a depthwise one, the bias on each group's first channel;
+    ``w_pw`` (C1, C2): the 1x1 convolution; ``w_up2`` (C1, C_out*k2*k2): the last
+    transposed convolution.
     """
 
     def __init__(self, weights: Sequence[Tensor], dtype: torch.dtype) -> None:
@@ -275,41 +277,28 @@ class _Params:
         c2, kernel = conv3_weight.shape[0], conv3_weight.shape[2]
         c_out, k2 = up2_weight.shape[1], up2_weight.shape[2]
         self.shapes = (c_in, c1, k1, c2, kernel, c_out, k2)
-        device = up1_weight.device
-        self.perm = torch.cat(
-            (
-                torch.arange(0, c1, 2, device=device),
-                torch.arange(1, c1, 2, device=device),
-            )
-        )
         self._up1_weight = up1_weight.detach()
         self._dtype = dtype
-        # one gather: (C_in, k1, k1, C1) in the even-first channel order
+        # (C_in, k1, k1, C1): each pixel's products with the channels innermost
         self.w1 = (
-            self._up1_weight.permute(0, 2, 3, 1)[..., self.perm]
-            .reshape(c_in, k1 * k1 * c1)
-            .to(dtype)
+            self._up1_weight.permute(0, 2, 3, 1).reshape(c_in, k1 * k1 * c1).to(dtype)
         )
-        self.b1 = up1_bias.detach()[self.perm].repeat(k1 * k1).to(dtype)
-        self.w3 = (
-            conv3_weight.detach()
-            .transpose(0, 1)
-            .reshape(c1, 1, kernel, kernel)
-            .to(dtype)
-        )
-        self.b3 = torch.cat(
-            (conv3_bias.detach(), conv3_bias.detach().new_zeros(c2))
-        ).to(dtype)
+        self.b1 = up1_bias.detach().repeat(k1 * k1).to(dtype)
+        # the grouped convolution as a depthwise one: channel 2g + j of the input
+        # is filtered by conv3_weight[g, j]; the bias rides on each group's first
+        self.w3 = conv3_weight.detach().reshape(c1, 1, kernel, kernel).to(dtype)
+        bias = conv3_bias.detach()
+        self.b3 = torch.stack((bias, torch.zeros_like(bias)), dim=-1).view(c1).to(dtype)
         self.w_pw = conv1_weight.detach().view(c1, c2).to(dtype)
         self.b_pw = conv1_bias.detach().to(dtype)
         self.w_up2 = up2_weight.detach().reshape(c1, c_out * k2 * k2).to(dtype)
         self.b_up2 = up2_bias.detach().repeat_interleave(k2 * k2).to(dtype)
 
     def w1_transposed(self) -> Tensor:
-        """``w1.t()`` contiguous (k1*k1*C1, C_in), one gather (faster products)."""
+        """``w1.t()`` contiguous (k1*k1*C1, C_in) (faster products), one copy."""
         c_in, c1, k1 = self.shapes[:3]
         return (
-            self._up1_weight.permute(2, 3, 1, 0)[:, :, self.perm]
+            self._up1_weight.permute(2, 3, 1, 0)
             .reshape(k1 * k1 * c1, c_in)
             .to(self._dtype)
         )
@@ -329,7 +318,6 @@ class _Params:
     def to_parameter_grads(self, acc: dict[str, Tensor | None]) -> list[Tensor | None]:
         """Chunk-summed gradients in the parameters' own layouts (8 entries)."""
         c_in, c1, k1, c2, kernel, c_out, k2 = self.shapes
-        inverse = torch.argsort(self.perm)
 
         def shaped(key: str) -> Tensor:
             value = acc[key]
@@ -337,14 +325,10 @@ class _Params:
             return value
 
         w1_and_bias = shaped('w1')  # (C_in + 1, k1*k1*C1): the last row is the bias's
-        g_w1 = w1_and_bias[:c_in].view(c_in, k1, k1, c1).permute(0, 3, 1, 2)[:, inverse]
-        g_b1 = w1_and_bias[c_in].view(k1 * k1, c1).sum(0)[inverse]
+        g_w1 = w1_and_bias[:c_in].view(c_in, k1, k1, c1).permute(0, 3, 1, 2)
+        g_b1 = w1_and_bias[c_in].view(k1 * k1, c1).sum(0)
         w3 = acc['w3']
-        g_w3 = (
-            None
-            if w3 is None
-            else w3.view(2, c2, kernel, kernel).transpose(0, 1).contiguous()
-        )
+        g_w3 = None if w3 is None else w3.view(c2, 2, kernel, kernel)
         g_pw = shaped('w_pw').view(c1, c2, 1, 1)
         g_up2 = shaped('w_up2').t().reshape(c1, c_out, k2, k2)
         g_b_up2 = shaped('b_up2').view(c_out, k2 * k2).sum(1)
