@@ -30,13 +30,8 @@ def test_freed_blocks_are_reused_without_page_faults() -> None:
         del t
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-    faults_of_one_allocation()  # first use grows the heap once
-    # 64 MiB of fresh 4 KiB pages would be 16,384 faults; a reused block has none
-    assert faults_of_one_allocation() < 1000
-
-
-def test_not_glibc_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cpu_memory, '_applied', None)
-    monkeypatch.setattr(cpu_memory, '_glibc', lambda: None)
-    assert retain_freed_cpu_memory() is False
-    assert cpu_memory._applied is None
+    # the heap grows when it first serves such a block (and again now and then when
+    # other allocations fragment it); most later blocks reuse freed memory.
+    # 64 MiB of fresh 4 KiB pages would be 16,384 faults each time, as by default.
+    faults = sorted(faults_of_one_allocation() for _ in range(9))
+    assert faults[len(faults) // 2] < 1000, faults
