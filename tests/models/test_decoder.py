@@ -166,44 +166,6 @@ def test_fused_attention_and_bad_config() -> None:
         BandpassDecoder(24, 0, embed_dim=16, num_heads=2)
 
 
-@pytest.mark.parametrize(('cin', 'cout', 'k'), [(16, 8, 4), (8, 3, 2), (6, 5, 7)])
-@pytest.mark.parametrize('channels_last', [False, True])
-def test_fused_shuffle_gelu_exact(
-    cin: int, cout: int, k: int, channels_last: bool
-) -> None:
-    torch.manual_seed(0)
-    layer = FastConvTranspose2d(cin, cout, k, stride=k)
-    x = torch.randn(2, cin, 3, 5)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    x.requires_grad_()
-    fused = layer.forward_gelu(x)
-    g = torch.randn_like(fused)
-    grads_fused = torch.autograd.grad(fused, [x, layer.weight, layer.bias], g)
-    layer.fast = False
-    stock = nn.functional.gelu(layer(x))
-    grads_stock = torch.autograd.grad(stock, [x, layer.weight, layer.bias], g)
-    assert fused.shape == stock.shape == (2, cout, 3 * k, 5 * k)
-    torch.testing.assert_close(fused, stock, atol=1e-5, rtol=1e-5)
-    for a, b in zip(grads_fused, grads_stock, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
-    # off the fast path forward_gelu is the plain composition
-    torch.testing.assert_close(layer.forward_gelu(x), stock)
-
-
-def test_fused_shuffle_gelu_bf16_autocast() -> None:
-    torch.manual_seed(0)
-    layer = FastConvTranspose2d(16, 8, 4, stride=4)
-    x = torch.randn(2, 16, 3, 3, requires_grad=True)
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        fused = layer.forward_gelu(x)
-        want = nn.functional.gelu(layer(x))
-    assert fused.dtype == want.dtype == torch.bfloat16
-    torch.testing.assert_close(fused, want, atol=1e-2, rtol=1e-2)
-    fused.float().sum().backward()
-    assert x.grad is not None and x.grad.dtype == torch.float32
-
-
 def test_decoder_runs_in_bf16_under_autocast() -> None:
     """The heads' convolutions, norms and activations stay bf16 under CPU autocast."""
     from torch.utils._python_dispatch import TorchDispatchMode

@@ -55,6 +55,17 @@ class ChannelLayerNorm(nn.Module):
         return out.permute(0, 3, 1, 2)
 
 
+def _pixel_shuffle(y: Tensor, kh: int, kw: int) -> Tensor:
+    """(B, H, W, kh*kw*C) per-pixel products, channels innermost, to (B, C, kh*H, kw*W).
+
+    One copy, which moves runs of C values; the result is channels-last.
+    """
+    b, h, w, kkc = y.shape
+    c = kkc // (kh * kw)
+    y = y.view(b, h, w, kh, kw, c).permute(0, 1, 3, 2, 4, 5)
+    return y.reshape(b, h * kh, w * kw, c).permute(0, 3, 1, 2)
+
+
 class FastConvTranspose2d(nn.ConvTranspose2d):
     """``ConvTranspose2d`` whose kernel equals its stride, as a matmul + pixel shuffle.
 
@@ -83,15 +94,10 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
         """Upsample (B, C_in, H, W) to (B, C_out, kH, kW) (channels-last)."""
         if output_size is not None or not self._can_be_fast():
             return super().forward(x, output_size)
-        b, _, h, w = x.shape
-        kh, kw = self.kernel_size
-        out_c = self.out_channels
         # products with the channels innermost, (B, H, W, kh*kw*C_out), so that the
-        # pixel shuffle below copies runs of C_out values rather than single ones
-        y = F.linear(x.permute(0, 2, 3, 1), *self.gelu_linear_args())
-        y = y.view(b, h, w, kh, kw, out_c).permute(0, 1, 3, 2, 4, 5)
-        y = y.reshape(b, h * kh, w * kw, out_c)  # the pixel shuffle (one copy)
-        return y.permute(0, 3, 1, 2)
+        # pixel shuffle copies runs of C_out values rather than single ones
+        y = F.linear(x.permute(0, 2, 3, 1), *self.linear_args())
+        return _pixel_shuffle(y, *self.kernel_size)
 
     def forward_then_pointwise(self, x: Tensor, pointwise: 'FastConv2d') -> Tensor:
         """``pointwise(self(x))`` as one per-pixel matrix product.
@@ -124,7 +130,7 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
         ):
             out: Tensor = pointwise(self.forward(x))
             return out
-        b, c, h, w = x.shape
+        c = x.shape[1]
         kh, kw = self.kernel_size
         mid, out_c = self.out_channels, pointwise.out_channels
         w_point = pointwise.weight.view(out_c, mid)
@@ -140,33 +146,9 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
         if bias is not None:
             bias = bias.repeat(kh * kw)
         y = F.linear(x.permute(0, 2, 3, 1), weight.t(), bias)
-        y = y.view(b, h, w, kh, kw, out_c).permute(0, 1, 3, 2, 4, 5)
-        y = y.reshape(b, h * kh, w * kw, out_c)  # the pixel shuffle (one copy)
-        return y.permute(0, 3, 1, 2)
+        return _pixel_shuffle(y, kh, kw)
 
-    def forward_gelu(self, x: Tensor) -> Tensor:
-        """``F.gelu(self(x))`` with the pixel shuffle fused into the GELU.
-
-        On the fast path the per-pixel products are computed with the output
-        channels innermost (a permuted view of the weight, no copy) and one kernel
-        applies the GELU while shuffling, so the full-size map is written once
-        instead of twice, and once in the backward. Under ``torch.compile`` (which
-        fuses this itself) or off the fast path: the plain ``F.gelu(self(x))``.
-
-        Args:
-            x: (B, C_in, H, W) input.
-
-        Returns:
-            (B, C_out, kH, kW) channels-last, equal to ``F.gelu(self(x))``.
-        """
-        if not self._can_be_fast() or torch.compiler.is_compiling():
-            return F.gelu(self.forward(x))
-        kh, kw = self.kernel_size
-        y = F.linear(x.permute(0, 2, 3, 1), *self.gelu_linear_args())
-        out: Tensor = _ShuffleGELU.apply(y, kh, kw)  # (B, kh*H, kw*W, C_out)
-        return out.permute(0, 3, 1, 2)
-
-    def gelu_linear_args(self) -> tuple[Tensor, Tensor | None]:
+    def linear_args(self) -> tuple[Tensor, Tensor | None]:
         """Weight and bias of the per-pixel product with the channels innermost.
 
         Returns:
@@ -181,43 +163,6 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
         weight = self.weight.permute(0, 2, 3, 1).reshape(c, kh * kw * out_c).t()
         bias = None if self.bias is None else self.bias.repeat(kh * kw)
         return weight, bias
-
-
-class _ShuffleGELU(torch.autograd.Function):
-    """GELU of a pixel-shuffled map in one pass, forward and backward.
-
-    Input: ``y`` (B, H, W, kh*kw*C) channels-last, each pixel's channels ordered
-    (kh, kw, C), i.e. a transposed convolution's per-pixel products. Output:
-    ``gelu(shuffle(y))`` as a contiguous (B, kh*H, kw*W, C) tensor. The GELU kernel
-    reads the un-shuffled layout and writes the shuffled one, so the shuffle costs no
-    separate full-size copy; the backward writes the GELU gradient straight back in
-    the un-shuffled layout. Values equal ``F.gelu`` of the shuffled map exactly
-    (the same elementwise kernel on the same numbers).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, y: Tensor, kh: int, kw: int) -> Tensor:
-        b, h, w, ck = y.shape
-        c = ck // (kh * kw)
-        src = y.view(b, h, w, kh, kw, c).permute(0, 1, 3, 2, 4, 5)
-        out = torch.empty((b, h, kh, w, kw, c), dtype=y.dtype, device=y.device)
-        torch.ops.aten.gelu.out(src, out=out)
-        ctx.save_for_backward(y)
-        ctx.factors = (kh, kw)
-        return out.view(b, h * kh, w * kw, c)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        (y,) = ctx.saved_tensors
-        kh, kw = ctx.factors
-        b, h, w, ck = y.shape
-        c = ck // (kh * kw)
-        src = y.view(b, h, w, kh, kw, c).permute(0, 1, 3, 2, 4, 5)
-        grad_in = torch.empty_like(y, memory_format=torch.contiguous_format)
-        dst = grad_in.view(b, h, w, kh, kw, c).permute(0, 1, 3, 2, 4, 5)
-        grad = grad.reshape(b, h, kh, w, kw, c)
-        torch.ops.aten.gelu_backward.grad_input(grad, src, grad_input=dst)
-        return grad_in, None, None
 
 
 class FastConv2d(nn.Conv2d):
