@@ -137,3 +137,26 @@ def test_validates_shapes_and_chunk() -> None:
         ValueError, match=r'chunk_bytes must be a positive int, got 1\.5'
     ):
         full_resolution_stage(z, *args, chunk_bytes=1.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('recompute', [False, True])
+def test_fused_stage_on_cuda_equals_stock_layers(recompute: bool) -> None:
+    torch.manual_seed(0)
+    head = LaplacianHead(32, 32, 1, 3).cuda()
+    head.recompute = recompute
+    x = torch.randn(3, 32, 4, 4, device='cuda', requires_grad=True)
+    fused, grads_fused = _grads(head, x)
+    g = torch.randn_like(fused)
+    fused, grads_fused = _grads(head, x, g)
+    set_fast_ops(head, False)
+    stock, grads_stock = _grads(head, x, g)
+    torch.testing.assert_close(fused, stock, rtol=1e-4, atol=1e-5)
+    for a, b in zip(grads_fused, grads_stock, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    set_fast_ops(head, True)
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        out = head(x)
+    assert out.dtype == torch.bfloat16
+    out.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in head.parameters())
