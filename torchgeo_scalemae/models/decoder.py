@@ -121,11 +121,7 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
         if not (
             self._can_be_fast()
             and isinstance(pointwise, FastConv2d)
-            and pointwise.fast
-            and pointwise.kernel_size == (1, 1)
-            and pointwise.stride == (1, 1)
-            and pointwise.padding in ((0, 0), 'valid')
-            and pointwise.groups == 1
+            and pointwise.is_fast_pointwise()
             and pointwise.in_channels == self.out_channels
         ):
             out: Tensor = pointwise(self.forward(x))
@@ -179,21 +175,28 @@ class FastConv2d(nn.Conv2d):
 
     fast: bool = True
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Convolve (B, C_in, H, W) to (B, C_out, H', W')."""
-        if not self.fast or self.padding_mode != 'zeros' or self.dilation != (1, 1):
-            return super().forward(x)
-        c_in, c_out, groups = self.in_channels, self.out_channels, self.groups
-        if (
-            self.kernel_size == (1, 1)
+    def is_fast_pointwise(self) -> bool:
+        """Whether this is a 1x1 convolution that runs as a per-pixel matmul."""
+        return (
+            self.fast
+            and self.padding_mode == 'zeros'
+            and self.dilation == (1, 1)
+            and self.kernel_size == (1, 1)
             and self.stride == (1, 1)
             and self.padding in ((0, 0), 'valid')
-            and groups == 1
-        ):
+            and self.groups == 1
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Convolve (B, C_in, H, W) to (B, C_out, H', W')."""
+        c_in, c_out, groups = self.in_channels, self.out_channels, self.groups
+        if self.is_fast_pointwise():
             y = F.linear(
                 x.permute(0, 2, 3, 1), self.weight.view(c_out, c_in), self.bias
             )
             return y.permute(0, 3, 1, 2)
+        if not self.fast or self.padding_mode != 'zeros' or self.dilation != (1, 1):
+            return super().forward(x)
         if groups == c_out and c_in // groups > 1 and self.stride == (1, 1):
             per_group = c_in // groups
             weight = self.weight.reshape(c_in, 1, *self.kernel_size)
@@ -306,12 +309,8 @@ class FeatureMappingBlock(nn.Module):
         if not (
             isinstance(conv1, FastConv2d)
             and isinstance(residual, FastConv2d)
-            and conv1.fast
-            and residual.fast
-            and conv1.kernel_size == residual.kernel_size == (1, 1)
-            and conv1.groups == residual.groups == 1
-            and conv1.padding in ((0, 0), 'valid')
-            and residual.padding in ((0, 0), 'valid')
+            and conv1.is_fast_pointwise()
+            and residual.is_fast_pointwise()
         ):
             out: Tensor = self.convs(x) + self.residual(x)
             return out
@@ -446,13 +445,7 @@ class LaplacianHead(nn.Module):
             and conv3.groups == conv3.out_channels
             and conv3.in_channels == 2 * conv3.out_channels
         )
-        pointwise = (
-            conv1.fast
-            and conv1.bias is not None
-            and conv1.kernel_size == (1, 1)
-            and conv1.groups == 1
-        )
-        if not (grouped and pointwise):
+        if not (grouped and conv1.is_fast_pointwise() and conv1.bias is not None):
             return None
         return norm, up, conv3, conv1, up2
 
@@ -660,7 +653,7 @@ class BandpassDecoder(nn.Module):
             and up._can_be_fast()
             and isinstance(head, LaplacianHead)
             and isinstance(head.proj, FastConv2d)
-            and head.proj.fast
+            and head.proj.is_fast_pointwise()
         ):
             return up, head.proj
         return None
