@@ -40,22 +40,26 @@ DEFAULT_CHUNK_BYTES = 64 * 2**20
 DEFAULT_ACCELERATOR_CHUNK_BYTES = 2**30
 
 
-def _shuffle_view(y: Tensor, k: int) -> Tensor:
-    """(n, h, w, k*k*C) un-shuffled products as a (n, h, k, w, k, C) shuffled view."""
-    n, h, w, kkc = y.shape
-    return y.view(n, h, w, k, k, kkc // (k * k)).permute(0, 1, 3, 2, 4, 5)
+def _shuffled_halves(y: Tensor, k: int) -> Tensor:
+    """The first product's output as its two pixel-shuffled half maps, a view.
 
-
-def _shuffled_gelu(y: Tensor, k: int, out: Tensor) -> Tensor:
-    """GELU of the pixel-shuffled ``y`` (n, h, w, k*k*C), written into ``out``.
-
-    Returns ``out`` viewed as (n, k*h, k*w, C) (channels innermost).
+    ``y`` is (n, h, w, k*2*k*C) with columns ordered (row offset, half, column
+    offset, channel); the view is (n, 2, h, k, w, k, C), which is the memory
+    layout of two channels-last (n, k*h, k*w, C) maps, so copying between the two
+    moves runs of k*C contiguous values.
     """
-    n, h, w, kkc = y.shape
-    c = kkc // (k * k)
-    target = out.view(n, h, k, w, k, c)
-    torch.ops.aten.gelu.out(_shuffle_view(y, k), out=target)
-    return out.view(n, h * k, w * k, c)
+    n, h, w, columns = y.shape
+    c = columns // (2 * k * k)
+    return y.view(n, h, w, k, 2, k, c).permute(0, 4, 1, 3, 2, 5, 6)
+
+
+def _shuffled_gelu(y: Tensor, k: int) -> Tensor:
+    """GELU of the first product's output ``y``, as (n, 2, k*h, k*w, C) half maps."""
+    n, h, w, columns = y.shape
+    c = columns // (2 * k * k)
+    out = y.new_empty(n, 2, h * k, w * k, c)
+    torch.ops.aten.gelu.out(_shuffled_halves(y, k), out=out.view(n, 2, h, k, w, k, c))
+    return out
 
 
 def _chunks(batch: int, chunk: int) -> list[slice]:
@@ -77,10 +81,17 @@ class FullResolutionStage(torch.autograd.Function):
     Inputs are channels-last: ``z`` is (B, h, w, C_in) (the layer-normed head
     features) and the output is (B, k1*k2*h, k1*k2*w, C_out). The grouped 3x3
     convolution must have two input channels per group (``C1 = 2 * C2``), as every
-    Laplacian head does. It runs as a depthwise convolution (the bias added to each
-    group's first channel) followed by one strided add of each group's two
-    channels: oneDNN's grouped kernel for two channels per group is several times
-    slower.
+    Laplacian head does; oneDNN's grouped kernel for two channels per group is
+    several times slower than its depthwise ones. The first product's columns are
+    therefore ordered so that its GELU writes two half maps, group ``g``'s first
+    input channel in the first and its second in the second, and the grouped
+    convolution runs as one depthwise 3D convolution over the pair (kernel depth
+    2, no depth padding). Its input gradient is the depthwise 3D convolution of the
+    output gradient with the flipped kernel (depth padding 1), which writes the two
+    half maps' gradients directly; its kernel gradient comes from two 2D depthwise
+    ones. The first product's bias rides on a column of ones appended to ``z``,
+    which the backward pass reuses for the bias gradient.
+    backward pass reuses for the bias gradient.
     """
 
     @staticmethod
@@ -112,31 +123,42 @@ class FullResolutionStage(torch.autograd.Function):
         def full(channels: int) -> Tensor:
             return z.new_empty(b, hh, ww, channels)
 
+        # z with a column of ones: the first product adds its bias, and the
+        # backward pass gets the bias gradient from the weight-gradient product
+        z_ones = z.new_empty(b, h, w, c_in + 1)
+        z_ones[..., :c_in] = z
+        z_ones[..., c_in] = 1
         # the pre-activations the GELU gradients need; without ``recompute`` also
         # the activations the products' weight gradients need
-        y1, s = z.new_empty(b, h, w, k1 * k1 * c1), full(c2)
-        a1, a2, y3, a3 = (
-            (full(c1), full(c2), full(c1), full(c1)) if store else [None] * 4
-        )
+        y1 = z.new_empty(b, h, w, k1 * k1 * c1)
+        a2, y3, a3 = (full(c2), full(c1), full(c1)) if store else [None] * 3
+        a1: list[Tensor] = []  # per chunk (n, 2, H, W, C2) with ``store``
+        s: list[Tensor] = []  # per chunk (n, H, W, C2)
         out = z.new_empty(b, hh, k2, ww, k2, c_out)
         for part in _chunks(b, chunk):
             n = part.stop - part.start
             y1c = y1[part]
-            torch.addmm(
-                params.b1,
-                z[part].reshape(-1, c_in),
+            torch.mm(
+                z_ones[part].view(-1, c_in + 1),
                 params.w1,
                 out=y1c.view(-1, k1 * k1 * c1),
             )
-            a1c = _shuffled_gelu(
-                y1c, k1, torch.empty_like(y1c) if a1 is None else a1[part]
+            a1c = _shuffled_gelu(y1c, k1)
+            # the grouped convolution: a depthwise 3D one over the two halves
+            conv = F.conv3d(
+                a1c.permute(0, 4, 1, 2, 3),
+                params.w3,
+                params.b3,
+                1,
+                (0, padding, padding),
+                1,
+                c2,
             )
-            d = F.conv2d(
-                a1c.permute(0, 3, 1, 2), params.w3, params.b3, 1, padding, 1, c1
-            ).permute(0, 2, 3, 1)
-            sc = s[part]
-            torch.add(d[..., 0::2], d[..., 1::2], out=sc)  # each group's two channels
-            del a1c, d
+            sc = conv[:, :, 0].permute(0, 2, 3, 1).contiguous()
+            s.append(sc)
+            if store:
+                a1.append(a1c)
+            del a1c, conv
             a2c = (
                 F.gelu(sc) if a2 is None else torch.ops.aten.gelu.out(sc, out=a2[part])
             )
@@ -150,11 +172,16 @@ class FullResolutionStage(torch.autograd.Function):
             del y3c
             o = torch.addmm(params.b_up2, a3c.view(-1, c1), params.w_up2)
             del a3c
-            # (n*hh*ww, C_out*k2*k2) -> the pixel shuffle
-            out[part].copy_(o.view(n, hh, ww, c_out, k2, k2).permute(0, 1, 4, 2, 5, 3))
+            # (n*hh*ww, k2*k2*C_out) -> the pixel shuffle
+            out[part].copy_(o.view(n, hh, ww, k2, k2, c_out).permute(0, 1, 3, 2, 4, 5))
         empty = z.new_empty(0)
         ctx.save_for_backward(
-            z, y1, s, *(empty if t is None else t for t in (a1, a2, y3, a3)), *weights
+            z_ones,
+            y1,
+            *s,
+            *a1,
+            *(empty if t is None else t for t in (a2, y3, a3)),
+            *weights,
         )
         ctx.config = (padding, chunk, recompute)
         ctx.params = params  # the weights in the kernels' layouts, built once
@@ -165,30 +192,41 @@ class FullResolutionStage(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: D102
         # the parameters are saved too, so that autograd refuses a backward pass
         # after they were modified in place
-        z, y1, s, a1, a2, y3, a3, *_ = ctx.saved_tensors
         padding, chunk, recompute = ctx.config
+        z_ones, y1, *rest = ctx.saved_tensors
+        chunks = _chunks(z_ones.shape[0], chunk)
+        s, rest = rest[: len(chunks)], rest[len(chunks) :]
+        a1, rest = (
+            ([], rest) if recompute else (rest[: len(chunks)], rest[len(chunks) :])
+        )
+        a2, y3, a3 = rest[:3]
         needs = ctx.needs_input_grad
         params: _Params = ctx.params
         c_in, c1, k1, c2, _, c_out, k2 = params.shapes
-        b, h, w, _ = z.shape
+        b, h, w, _ = z_ones.shape
         hh, ww = k1 * h, k1 * w
         grad = grad.reshape(b, hh, k2, ww, k2, c_out)
-        grad_z = z.new_empty(z.shape) if needs[0] else None
+        grad_z = z_ones.new_empty(b, h, w, c_in) if needs[0] else None
         acc: dict[str, Tensor | None] = dict.fromkeys(
-            ('w1', 'w3', 'b3', 'w_pw', 'b_pw', 'w_up2', 'b_up2')
+            ('w1', 'w3_0', 'w3_1', 'b3', 'w_pw', 'b_pw', 'w_up2', 'b_up2')
         )
         w1_t = params.w1_transposed() if needs[0] else None
-        for part in _chunks(b, chunk):
+        # each half's 2D depthwise kernels; and the 3D kernel flipped: the input
+        # gradient of a stride-1 "same" convolution is the convolution of the
+        # output gradient with the flipped kernel
+        w3_halves = [params.w3[:, :, j].contiguous() for j in range(2)]
+        w3_flipped = params.w3.flip(2, 3, 4)
+        for index, part in enumerate(chunks):
             n = part.stop - part.start
             pixels = n * hh * ww
-            sc = s[part]
+            sc = s[index]
             # the activations: stored, or recomputed from the two stored maps
             a2c = F.gelu(sc) if recompute else a2[part]
             y3c = params.pointwise(a2c, None) if recompute else y3[part]
             a3c = F.gelu(y3c) if recompute else a3[part]
-            # last transposed convolution: per-pixel products C1 -> C_out*k2*k2
-            g_o = grad[part].permute(0, 1, 3, 5, 2, 4).reshape(pixels, c_out * k2 * k2)
-            # (C_out*k2*k2, C1): this orientation of the skinny product is ~2x faster
+            # last transposed convolution: per-pixel products C1 -> k2*k2*C_out
+            g_o = grad[part].permute(0, 1, 3, 2, 4, 5).reshape(pixels, k2 * k2 * c_out)
+            # (k2*k2*C_out, C1): this orientation of the skinny product is ~2x faster
             acc['w_up2'] = _accumulate(acc['w_up2'], g_o.t() @ a3c.view(pixels, c1))
             acc['b_up2'] = _accumulate(acc['b_up2'], g_o.sum(0))
             del a3c
@@ -207,44 +245,48 @@ class FullResolutionStage(torch.autograd.Function):
             )
             g_s = g.view(n, hh, ww, c2)
             acc['b3'] = _accumulate(acc['b3'], g_s.sum((0, 1, 2)))
-            # the grouped convolution as a depthwise one plus the pair sum
-            g_d = torch.stack((g_s, g_s), dim=-1).view(n, hh, ww, c1)
-            del g, g_s
+            g_s = g_s.permute(0, 3, 1, 2)  # (n, C2, H, W) channels-last
+            del g
             y1c = y1[part]
-            a1c = (
-                _shuffled_gelu(y1c, k1, torch.empty_like(y1c))
-                if recompute
-                else a1[part]
-            )
-            g_a1, g_w3, _ = torch.ops.aten.convolution_backward(
-                g_d.permute(0, 3, 1, 2),
-                a1c.view(n, hh, ww, c1).permute(0, 3, 1, 2),
-                params.w3,
-                None,
-                [1, 1],
-                [padding, padding],
-                [1, 1],
-                False,
-                [0, 0],
-                c1,
-                [True, needs[3], False],
-            )
-            del g_d, a1c
             if needs[3]:
-                acc['w3'] = _accumulate(acc['w3'], g_w3)
+                # the grouped kernel's gradient, one half of its input at a time
+                a1c = _shuffled_gelu(y1c, k1) if recompute else a1[index]
+                for j in range(2):
+                    g_w3 = torch.ops.aten.convolution_backward(
+                        g_s,
+                        a1c[:, j].permute(0, 3, 1, 2),
+                        w3_halves[j],
+                        None,
+                        [1, 1],
+                        [padding, padding],
+                        [1, 1],
+                        False,
+                        [0, 0],
+                        c2,
+                        [False, True, False],
+                    )[1]
+                    key = f'w3_{j}'
+                    acc[key] = _accumulate(acc[key], g_w3)
+                    del g_w3
+                del a1c
+            # the input gradient: the depthwise 3D convolution of g_s (depth 1,
+            # padded to depth 2) with the flipped kernel, as (n, 2, H, W, C2)
+            g_a1 = F.conv3d(
+                g_s.unsqueeze(2), w3_flipped, None, 1, (1, padding, padding), 1, c2
+            ).permute(0, 2, 3, 4, 1)
+            del g_s
             # GELU after the first transposed convolution (shuffled layout)
             g_y1 = torch.empty_like(y1c)
             torch.ops.aten.gelu_backward.grad_input(
-                g_a1.permute(0, 2, 3, 1).reshape(n, h, k1, w, k1, c1),
-                _shuffle_view(y1c, k1),
-                grad_input=_shuffle_view(g_y1, k1),
+                g_a1.reshape(n, 2, h, k1, w, k1, c2),
+                _shuffled_halves(y1c, k1),
+                grad_input=_shuffled_halves(g_y1, k1),
             )
             del g_a1
             g_y1 = g_y1.view(-1, k1 * k1 * c1)
-            # weight and bias gradients in one product: z with a column of ones
-            z_c = z[part].reshape(-1, c_in)
-            z_ones = torch.cat((z_c, z_c.new_ones(z_c.shape[0], 1)), dim=1)
-            acc['w1'] = _accumulate(acc['w1'], z_ones.t() @ g_y1)
+            # weight and bias gradients in one product (z's column of ones)
+            z_c = z_ones[part].view(-1, c_in + 1)
+            acc['w1'] = _accumulate(acc['w1'], z_c.t() @ g_y1)
             if grad_z is not None and w1_t is not None:
                 torch.mm(g_y1, w1_t, out=grad_z[part].view(-1, c_in))
             del g_y1
@@ -261,11 +303,12 @@ class FullResolutionStage(torch.autograd.Function):
 class _Params:
     """The stage's parameters in the layouts its kernels use, and back.
 
-    ``w1`` (C_in, k1*k1*C1): the first transposed convolution's per-pixel products
-    with channels innermost; ``w3`` (C1, 1, k, k) and ``b3`` (C1,): the grouped
-    convolution as a depthwise one, the bias on each group's first channel;
-    ``w_pw`` (C1, C2): the 1x1 convolution; ``w_up2`` (C1, C_out*k2*k2): the last
-    transposed convolution.
+    ``w1`` (C_in + 1, k1*k1*C1): the first transposed convolution's per-pixel
+    products with the channels innermost in group-halves order (see
+    :class:`FullResolutionStage`), its bias as the last row; ``w3`` (C1, 1, k, k)
+    and ``b3`` (C1,): the grouped convolution as a depthwise one in the same order,
+    the bias on the first half; ``w_pw`` (C1, C2): the 1x1 convolution; ``w_up2``
+    (C1, k2*k2*C_out): the last transposed convolution, sub-pixels outermost.
     """
 
     def __init__(self, weights: Sequence[Tensor], dtype: torch.dtype) -> None:
@@ -277,31 +320,29 @@ class _Params:
         c2, kernel = conv3_weight.shape[0], conv3_weight.shape[2]
         c_out, k2 = up2_weight.shape[1], up2_weight.shape[2]
         self.shapes = (c_in, c1, k1, c2, kernel, c_out, k2)
-        self._up1_weight = up1_weight.detach()
-        self._dtype = dtype
-        # (C_in, k1, k1, C1): each pixel's products with the channels innermost
+        # (C_in + 1, k1, 2, k1, C2): each pixel's products ordered (row offset,
+        # half, column offset, group); channel 2g + j of the transposed
+        # convolution is group g's channel in half j
+        weight = up1_weight.detach().view(c_in, c2, 2, k1, k1).permute(0, 3, 2, 4, 1)
+        bias = up1_bias.detach().view(c2, 2).t()[None, :, None].expand(k1, 2, k1, c2)
         self.w1 = (
-            self._up1_weight.permute(0, 2, 3, 1).reshape(c_in, k1 * k1 * c1).to(dtype)
+            torch.cat((weight, bias.unsqueeze(0)), dim=0)
+            .reshape(c_in + 1, k1 * k1 * c1)
+            .to(dtype)
         )
-        self.b1 = up1_bias.detach().repeat(k1 * k1).to(dtype)
-        # the grouped convolution as a depthwise one: channel 2g + j of the input
-        # is filtered by conv3_weight[g, j]; the bias rides on each group's first
-        self.w3 = conv3_weight.detach().reshape(c1, 1, kernel, kernel).to(dtype)
-        bias = conv3_bias.detach()
-        self.b3 = torch.stack((bias, torch.zeros_like(bias)), dim=-1).view(c1).to(dtype)
+        # (C2, 1, 2, k, k): a depthwise 3D kernel, depth j for the j-th half
+        self.w3 = conv3_weight.detach().unsqueeze(1).to(dtype)
+        self.b3 = conv3_bias.detach().to(dtype)
         self.w_pw = conv1_weight.detach().view(c1, c2).to(dtype)
         self.b_pw = conv1_bias.detach().to(dtype)
-        self.w_up2 = up2_weight.detach().reshape(c1, c_out * k2 * k2).to(dtype)
-        self.b_up2 = up2_bias.detach().repeat_interleave(k2 * k2).to(dtype)
+        self.w_up2 = (
+            up2_weight.detach().permute(0, 2, 3, 1).reshape(c1, k2 * k2 * c_out)
+        ).to(dtype)
+        self.b_up2 = up2_bias.detach().repeat(k2 * k2).to(dtype)
 
     def w1_transposed(self) -> Tensor:
-        """``w1.t()`` contiguous (k1*k1*C1, C_in) (faster products), one copy."""
-        c_in, c1, k1 = self.shapes[:3]
-        return (
-            self._up1_weight.permute(2, 3, 1, 0)
-            .reshape(k1 * k1 * c1, c_in)
-            .to(self._dtype)
-        )
+        """``w1.t()`` without the bias row, contiguous (k1*k1*C1, C_in) (faster)."""
+        return self.w1[: self.shapes[0]].t().contiguous()
 
     def pointwise(self, a2: Tensor, out: Tensor | None) -> Tensor:
         """The 1x1 convolution of ``a2`` (n, H, W, C2) to (n, H, W, C1)."""
@@ -317,24 +358,30 @@ class _Params:
 
     def to_parameter_grads(self, acc: dict[str, Tensor | None]) -> list[Tensor | None]:
         """Chunk-summed gradients in the parameters' own layouts (8 entries)."""
-        c_in, c1, k1, c2, kernel, c_out, k2 = self.shapes
+        c_in, c1, k1, c2, _, c_out, k2 = self.shapes
 
         def shaped(key: str) -> Tensor:
             value = acc[key]
             assert value is not None
             return value
 
-        w1_and_bias = shaped('w1')  # (C_in + 1, k1*k1*C1): the last row is the bias's
-        g_w1 = w1_and_bias[:c_in].view(c_in, k1, k1, c1).permute(0, 3, 1, 2)
-        g_b1 = w1_and_bias[c_in].view(k1 * k1, c1).sum(0)
-        w3 = acc['w3']
-        g_w3 = None if w3 is None else w3.view(c2, 2, kernel, kernel)
+        # (C_in + 1, k1, 2, k1, C2) -> (C_in + 1, C2, 2, k1, k1); the last row is
+        # the bias's
+        w1_and_bias = shaped('w1').view(c_in + 1, k1, 2, k1, c2).permute(0, 4, 2, 1, 3)
+        g_w1 = w1_and_bias[:c_in].reshape(c_in, c1, k1, k1)
+        g_b1 = w1_and_bias[c_in].sum((2, 3)).reshape(c1)
+        first, second = acc['w3_0'], acc['w3_1']
+        g_w3 = (
+            None
+            if first is None or second is None
+            else torch.cat((first, second), dim=1)
+        )
         g_pw = shaped('w_pw').view(c1, c2, 1, 1)
-        g_up2 = shaped('w_up2').t().reshape(c1, c_out, k2, k2)
-        g_b_up2 = shaped('b_up2').view(c_out, k2 * k2).sum(1)
+        g_up2 = shaped('w_up2').view(k2, k2, c_out, c1).permute(3, 2, 0, 1)
+        g_b_up2 = shaped('b_up2').view(k2 * k2, c_out).sum(0)
         return [
             g_w1.contiguous(), g_b1, g_w3, shaped('b3'),
-            g_pw, shaped('b_pw'), g_up2, g_b_up2,
+            g_pw, shaped('b_pw'), g_up2.contiguous(), g_b_up2,
         ]  # fmt: skip
 
 
