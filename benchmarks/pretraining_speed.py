@@ -15,10 +15,15 @@ Every figure is a ratio of configurations measured side by side in one run:
     Both models live in one process and their steps alternate (A B A B ...); the
     medians are reported. Neither side runs data augmentation (the MAE task's
     kornia transform is replaced by the identity; Scale-MAE gets a ready
-    input/target pair). ``--configs`` adds Scale-MAE variants (see ``CONFIGS``):
-    ``scalemae_stock`` (the stock PyTorch operators and full-resolution loss
-    masks), ``scalemae_recompute`` (``recompute_heads=True``), ``scalemae_ckpt``
-    (``checkpoint_heads=True``).
+    input/target pair). Each model steps the AdamW its task configures
+    (``--optimizer task``): torch's fused kernel for Scale-MAE
+    (:class:`~torchgeo_scalemae.tasks.ScaleMAEPretraining`'s default) and torch's
+    default implementation for TorchGeo's ``MAE``; the forward + backward and the
+    optimiser step are also timed apart. ``--configs`` adds variants (see
+    ``CONFIGS``): ``scalemae_stock`` (the stock PyTorch operators and
+    full-resolution loss masks), ``scalemae_recompute`` (``recompute_heads=True``),
+    ``scalemae_ckpt`` (``checkpoint_heads=True``), and ``mae_fused`` (the MAE task
+    with the same fused AdamW as Scale-MAE: the like-for-like model comparison).
 ``bf16``
     The same Scale-MAE step under ``torch.autocast(dtype=torch.bfloat16)`` against
     float32, alternating; and the loss of both on one fixed batch (same weights,
@@ -88,8 +93,15 @@ SECTIONS = ('speed', 'bf16', 'memory', 'breakdown', 'profile')
 #: Scale-MAE configurations: the default (speed-optimised), the memory option
 #: ``recompute_heads``, head checkpointing, and the stock operators with the
 #: full-resolution loss masks (all optimisations off).
-CONFIGS = ('scalemae', 'scalemae_recompute', 'scalemae_ckpt', 'scalemae_stock', 'mae')
-MEMORY_CONFIGS = CONFIGS
+CONFIGS = (
+    'scalemae',
+    'scalemae_recompute',
+    'scalemae_ckpt',
+    'scalemae_stock',
+    'mae',
+    'mae_fused',
+)
+MEMORY_CONFIGS = CONFIGS[:-1]
 
 
 # --------------------------------------------------------------------------- models
@@ -148,7 +160,7 @@ class Runner:
         self.name = name
         self.device = torch.device(args.device)
         self.dtype = dtype or args.dtype
-        self.is_mae = name == 'mae'
+        self.is_mae = name.startswith('mae')
         model = build_mae(args) if self.is_mae else build_scalemae(args, name)
         self.model = model.to(self.device).train()
         self.forward_module: Callable[..., Any] = self.model
@@ -158,13 +170,11 @@ class Runner:
                 self.model.decoder.compile()
             else:
                 self.forward_module = torch.compile(self.model)
+        self.optimizer_kind = self._optimizer_kind(args.optimizer)
+        self.optimizer_s: list[float] = []
         kwargs: dict[str, Any] = {}
-        if args.optimizer == 'fused' or (
-            args.optimizer == 'auto' and self.device.type == 'cuda'
-        ):
-            kwargs['fused'] = True
-        elif args.optimizer == 'foreach':
-            kwargs['foreach'] = True
+        if self.optimizer_kind != 'default':
+            kwargs[self.optimizer_kind] = True
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=1e-4, betas=(0.9, 0.95), **kwargs
         )
@@ -176,6 +186,20 @@ class Runner:
         n = (s // 16) ** 2
         self.noise = torch.rand(b, n, generator=g).to(self.device)
         self.batch = b
+
+    def _optimizer_kind(self, choice: str) -> str:
+        """'default', 'foreach' or 'fused' for this runner."""
+        if self.name == 'mae_fused':
+            return 'fused'
+        if choice != 'task':
+            return choice
+        if self.is_mae:  # TorchGeo's MAE.configure_optimizers: AdamW(...) as is
+            return 'default'
+        # ScaleMAEPretraining(fused_adamw=None): fused where the kernel runs
+        from torchgeo_scalemae.tasks._optim import unfused_parameter
+
+        groups = [{'params': list(self.model.parameters())}]
+        return 'fused' if unfused_parameter(groups) is None else 'default'
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """Autocast context for this runner's dtype."""
@@ -206,12 +230,18 @@ class Runner:
             torch.cuda.synchronize(self.device)
 
     def timed_step(self) -> float:
-        """Seconds of one synchronised step."""
+        """Seconds of one synchronised step; the AdamW part goes to ``optimizer_s``."""
         self.sync()
         t0 = time.perf_counter()
-        self.step()
+        self.loss().backward()
         self.sync()
-        return time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.sync()
+        t2 = time.perf_counter()
+        self.optimizer_s.append(t2 - t1)
+        return t2 - t0
 
     def forward_flops(self) -> int:
         """FLOPs of one forward + loss (FlopCounterMode: matmul/conv/attention)."""
@@ -256,6 +286,8 @@ def section_speed(args: argparse.Namespace, report: dict[str, Any]) -> None:
             'gflop_per_step': flops[r.name] / 1e9,
             'gflop_per_s': flops[r.name] / t / 1e9,
             'times_s': times[r.name + ':' + r.dtype],
+            'optimizer': r.optimizer_kind,
+            'optimizer_s': statistics.median(r.optimizer_s),
         }
         if r.device.type == 'cuda':
             row['mfu'] = flops[r.name] / t / (args.peak_tflops * 1e12)
@@ -263,13 +295,15 @@ def section_speed(args: argparse.Namespace, report: dict[str, Any]) -> None:
     report['speed'] = rows
     print(f'\n== speed: training step, dtype {args.dtype}, median of {args.steps}')
     print(
-        f'{"config":16s} {"step ms":>10s} {"img/s":>8s} {"GFLOP/step":>11s} '
-        f'{"GFLOP/s":>9s}' + (f' {"MFU":>6s}' if 'mfu' in rows['mae'] else '')
+        f'{"config":18s} {"step ms":>9s} {"img/s":>6s} {"GFLOP/step":>10s} '
+        f'{"GFLOP/s":>8s} {"AdamW":>7s} {"ms":>6s}'
+        + (f' {"MFU":>6s}' if 'mfu' in rows['mae'] else '')
     )
     for name, row in rows.items():
         line = (
-            f'{name:16s} {row["step_s"] * 1e3:10.1f} {row["img_per_s"]:8.2f} '
-            f'{row["gflop_per_step"]:11.1f} {row["gflop_per_s"]:9.1f}'
+            f'{name:18s} {row["step_s"] * 1e3:9.1f} {row["img_per_s"]:6.2f} '
+            f'{row["gflop_per_step"]:10.1f} {row["gflop_per_s"]:8.1f} '
+            f'{row["optimizer"]:>7s} {row["optimizer_s"] * 1e3:6.1f}'
         )
         if 'mfu' in row:
             line += f' {row["mfu"] * 100:5.1f}%'
@@ -289,10 +323,33 @@ def section_speed(args: argparse.Namespace, report: dict[str, Any]) -> None:
         f'{fastest:.2f}x); FLOPs {s["gflop_per_step"] / m["gflop_per_step"]:.2f}x; '
         f'FLOP rate {s["gflop_per_s"] / m["gflop_per_s"]:.2f}x'
     )
+    without_optimizer = statistics.median(
+        (a - oa) / (b - ob)
+        for a, oa, b, ob in zip(
+            s['times_s'],
+            runners[0].optimizer_s[-len(s['times_s']) :],
+            m['times_s'],
+            runners[1].optimizer_s[-len(m['times_s']) :],
+            strict=True,
+        )
+    )
+    print(
+        f'RATIO forward + backward (without the optimiser step) scalemae/mae = '
+        f'{without_optimizer:.2f}x (median of paired steps)'
+    )
     for name in args.configs:
         if name.startswith('scalemae_'):
             other = rows[name]['step_s'] / s['step_s']
             print(f'RATIO step time {name}/scalemae = {other:.2f}x')
+        elif name == 'mae_fused':
+            other = s['step_s'] / rows[name]['step_s']
+            pair = statistics.median(
+                a / b for a, b in zip(s['times_s'], rows[name]['times_s'], strict=True)
+            )
+            print(
+                f'RATIO step time scalemae/mae_fused = {other:.2f}x (the same fused '
+                f'AdamW for both; median of paired steps {pair:.2f}x)'
+            )
 
 
 def section_bf16(args: argparse.Namespace, report: dict[str, Any]) -> None:
@@ -530,10 +587,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument('--threads', type=int, default=0, help='0: torch default')
     parser.add_argument(
         '--optimizer',
-        choices=('auto', 'default', 'foreach', 'fused'),
-        default='auto',
-        help="AdamW implementation for both models; auto: fused on CUDA, torch's "
-        'default (what TorchGeo configures) on CPU',
+        choices=('task', 'default', 'foreach', 'fused'),
+        default='task',
+        help='AdamW implementation; task: what each task configures (Scale-MAE: '
+        "fused; TorchGeo's MAE: torch's default); the others: that one for both",
     )
     parser.add_argument(
         '--cpu-allocator',

@@ -206,6 +206,7 @@ def _trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
         ({'default_gsd': -1.0}, 'default_gsd'),
         ({'input_size': 40}, 'input_size=40'),
         ({'nan_check_interval': -1}, 'nan_check_interval'),
+        ({'fused_adamw': 'yes'}, 'fused_adamw'),
     ],
 )
 def test_invalid_hparams(kwargs: dict[str, Any], match: str) -> None:
@@ -734,3 +735,84 @@ def test_fit_on_cpu_retains_freed_memory(
     trainer.fit(task, DataLoader(_Images(4), batch_size=4))
     assert trainer.global_step == 1
     assert calls == ([1] if retain else [])
+
+
+@pytest.mark.parametrize(
+    ('requested', 'fused'), [(None, True), (True, True), (False, False)]
+)
+def test_fused_adamw_on_cpu(
+    requested: bool | None, fused: bool, tmp_path: Path
+) -> None:
+    task = _task(fused_adamw=requested)
+    trainer = _trainer(tmp_path, max_steps=2)
+    trainer.fit(task, DataLoader(_Images(8), batch_size=4))
+    optimizer = trainer.optimizers[0]
+    assert all(bool(g['fused']) is fused for g in optimizer.param_groups)
+    # it stepped: every trainable parameter has AdamW state at step 2
+    steps = {float(s['step']) for s in optimizer.state.values()}
+    assert steps == {2.0}
+    assert len(optimizer.state) == sum(p.requires_grad for p in task.parameters())
+
+
+def test_fused_adamw_step_matches_default_adamw() -> None:
+    """The fused kernel computes the same update as torch's default AdamW."""
+    torch.manual_seed(0)
+    params = [torch.randn(7, 5), torch.randn(5)]
+    grads = [torch.randn_like(p) for p in params]
+    results = []
+    for fused in (True, None):
+        copies = [p.clone().requires_grad_() for p in params]
+        optimizer = torch.optim.AdamW(
+            copies, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.05, fused=fused
+        )
+        for _ in range(3):
+            for p, g in zip(copies, grads, strict=True):
+                p.grad = g.clone()
+            optimizer.step()
+        results.append(copies)
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+class _ScalerPlugin:
+    scaler = object()
+
+
+class _FakeTrainer:
+    def __init__(self, clip: float | None) -> None:
+        self.precision_plugin = _ScalerPlugin()
+        self.gradient_clip_val = clip
+
+
+@pytest.mark.parametrize('clip', [None, 0.0, 1.0])
+def test_fused_adamw_and_clipping_under_a_gradient_scaler(
+    clip: float | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    groups = [{'params': [nn.Parameter(torch.zeros(2))]}]
+    monkeypatch.setattr(
+        ScaleMAEPretraining, 'trainer', _FakeTrainer(clip), raising=False
+    )
+    automatic = _task()
+    assert automatic._use_fused_adamw(groups) is (not clip)
+    explicit = _task(fused_adamw=True)
+    if clip:
+        with pytest.raises(ValueError, match=r'gradient_clip_val=1\.0'):
+            explicit._use_fused_adamw(groups)
+    else:
+        assert explicit._use_fused_adamw(groups) is True
+    assert _task(fused_adamw=False)._use_fused_adamw(groups) is False
+
+
+def test_fused_adamw_rejects_unsupported_parameters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torchgeo_scalemae.tasks import _optim
+
+    monkeypatch.setattr(_optim, 'fused_kernel_devices', lambda: ('cuda',))
+    groups = [{'params': [nn.Parameter(torch.zeros(3, 2))]}]
+    monkeypatch.setattr(
+        ScaleMAEPretraining, 'trainer', _FakeTrainer(None), raising=False
+    )
+    assert _task()._use_fused_adamw(groups) is False
+    with pytest.raises(ValueError, match=r'shape \(3, 2\) is torch.float32 on cpu'):
+        _task(fused_adamw=True)._use_fused_adamw(groups)

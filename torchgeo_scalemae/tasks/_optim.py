@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -81,6 +82,37 @@ def param_groups(
             {'params': no_decay, 'weight_decay': 0.0, 'group_name': 'no_decay'}
         )
     return groups
+
+
+def fused_kernel_devices() -> tuple[str, ...]:
+    """Device types on which torch's fused optimiser kernels run.
+
+    Returns:
+        Device type names, e.g. ``('cuda', 'cpu', ...)``.
+    """
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+    except ImportError:  # pragma: no cover - a torch without the helper
+        return ('cpu', 'cuda')
+    return tuple(_get_fused_kernels_supported_devices())
+
+
+def unfused_parameter(groups: Iterable[dict[str, Any]]) -> torch.Tensor | None:
+    """The first parameter that torch's fused AdamW kernel cannot update, if any.
+
+    Args:
+        groups: Parameter groups (dicts with a ``params`` list).
+
+    Returns:
+        A parameter that is not a floating-point tensor on a device of
+        :func:`fused_kernel_devices`, or None when all of them are.
+    """
+    devices = fused_kernel_devices()
+    for group in groups:
+        for param in group['params']:
+            if not (torch.is_floating_point(param) and param.device.type in devices):
+                return param  # type: ignore[no-any-return]
+    return None
 
 
 def scaled_lr(base_lr: float, effective_batch_size: int) -> float:

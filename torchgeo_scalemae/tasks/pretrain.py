@@ -26,7 +26,14 @@ from ..cpu_memory import retain_freed_cpu_memory
 from ..gsd import gsd_from_batch, gsd_to_res
 from ..models import ScaleMAEOutput
 from ._checkpoint import AtomicCheckpointIO
-from ._optim import StepLambdaLR, WarmupCosine, param_groups, scaled_lr
+from ._optim import (
+    StepLambdaLR,
+    WarmupCosine,
+    fused_kernel_devices,
+    param_groups,
+    scaled_lr,
+    unfused_parameter,
+)
 
 __all__ = ('NonFiniteLossError', 'ScaleMAEPretraining')
 
@@ -174,6 +181,7 @@ class ScaleMAEPretraining(BaseTask):
         model_kwargs: dict[str, Any] | None = None,
         pair_kwargs: dict[str, Any] | None = None,
         retain_cpu_memory: bool = True,
+        fused_adamw: bool | None = None,
     ) -> None:
         """Initialise a new ScaleMAEPretraining task.
 
@@ -243,6 +251,16 @@ class ScaleMAEPretraining(BaseTask):
                 every tensor: each step otherwise page-faults its full-resolution
                 maps in again (about 1.3x slower on the benchmark machine). The
                 resident memory then stays at its peak between steps.
+            fused_adamw: Update all parameters with torch's fused AdamW kernel
+                (``torch.optim.AdamW(fused=True)``; the same update, rounded
+                differently): on the benchmark CPU the optimiser step of a ViT-B
+                model takes about a fifth of the time of torch's default
+                implementation. None (default) uses it when every trainable
+                parameter is a floating-point tensor on a device the kernel
+                supports, unless gradients are clipped under a gradient scaler
+                (``precision='16-mixed'``), which Lightning does not allow with
+                an optimiser that unscales its gradients itself. False uses torch's
+                default implementation.
 
         Raises:
             ValueError: If an argument is out of range (the message names it).
@@ -265,6 +283,7 @@ class ScaleMAEPretraining(BaseTask):
             min_lr=min_lr,
             image_log_interval=image_log_interval,
             nan_check_interval=nan_check_interval,
+            fused_adamw=fused_adamw,
         )
         self.weights = weights
         super().__init__()
@@ -417,14 +436,16 @@ class ScaleMAEPretraining(BaseTask):
                 stacklevel=2,
             )
 
+        groups = param_groups(
+            self.model.named_parameters(),
+            self.hparams['weight_decay'],
+            decay_tokens=self.hparams['decay_tokens'],
+        )
         optimizer = torch.optim.AdamW(
-            param_groups(
-                self.model.named_parameters(),
-                self.hparams['weight_decay'],
-                decay_tokens=self.hparams['decay_tokens'],
-            ),
+            groups,
             lr=self.peak_lr,
             betas=tuple(self.hparams['betas']),
+            fused=True if self._use_fused_adamw(groups) else None,
         )
         schedule = WarmupCosine(
             self.warmup_steps, total_steps, self.hparams['min_lr'] / self.peak_lr
@@ -434,6 +455,32 @@ class ScaleMAEPretraining(BaseTask):
             'optimizer': optimizer,
             'lr_scheduler': {'scheduler': scheduler, 'interval': 'step'},
         }
+
+    def _use_fused_adamw(self, groups: list[dict[str, Any]]) -> bool:
+        """Resolve ``fused_adamw`` for these parameter groups and this trainer."""
+        requested = self.hparams.get('fused_adamw')  # absent in older checkpoints
+        trainer = self.trainer
+        scaled_clipping = getattr(
+            trainer.precision_plugin, 'scaler', None
+        ) is not None and bool(trainer.gradient_clip_val)
+        unfused = unfused_parameter(groups)
+        if requested is None:
+            return unfused is None and not scaled_clipping
+        if requested and unfused is not None:
+            raise ValueError(
+                'fused_adamw=True needs floating-point parameters on one of the '
+                f'devices {list(fused_kernel_devices())}, but a parameter of shape '
+                f'{tuple(unfused.shape)} is {unfused.dtype} on {unfused.device}; '
+                'set fused_adamw=False or None'
+            )
+        if requested and scaled_clipping:
+            raise ValueError(
+                'fused_adamw=True cannot be combined with gradient clipping '
+                f'(gradient_clip_val={trainer.gradient_clip_val!r}) under a '
+                "gradient scaler (precision='16-mixed'): the fused step unscales the "
+                'gradients itself; set fused_adamw=False or None, or use bf16-mixed'
+            )
+        return bool(requested)
 
     def _infer_batch_size(self) -> int:
         trainer = self.trainer
@@ -827,3 +874,5 @@ def _validate_hparams(**kw: Any) -> None:
     for name in ('image_log_interval', 'nan_check_interval'):
         if kw[name] < 0:
             raise bad(name, '>= 0 (0 disables)')
+    if kw['fused_adamw'] is not None and not isinstance(kw['fused_adamw'], bool):
+        raise bad('fused_adamw', 'True, False or None')
