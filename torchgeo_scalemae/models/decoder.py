@@ -383,8 +383,8 @@ class LaplacianHead(nn.Module):
             FastConvTranspose2d(half, out_chans, last, stride=last),
         )
 
-    #: Store two full-resolution maps instead of three in the fused stage and
-    #: recompute the third in the backward pass (see
+    #: Store two full-resolution maps instead of six in the fused stage and
+    #: recompute the other four in the backward pass (see
     #: :func:`~torchgeo_scalemae.models.fused_head.full_resolution_stage`); the
     #: decoder sets it before each call from its own ``recompute_heads``.
     recompute: bool = False
@@ -508,8 +508,7 @@ class BandpassDecoder(nn.Module):
     depthwise convolutions plus a channel-pair sum, all on channels-last maps (exact
     to float32 rounding; ``fast_ops=False`` uses the stock operators). Each head's
     full-resolution stage runs as one fused operator with a hand-written backward
-    pass, a few images at a time so that its maps stay in cache
-    (:mod:`~torchgeo_scalemae.models.fused_head`). With ``checkpoint_heads=True`` the heads recompute their activations in the backward
+    pass, a few images at a time (:mod:`~torchgeo_scalemae.models.fused_head`). With ``checkpoint_heads=True`` the heads recompute their activations in the backward
     pass instead of storing them (most of the decoder's memory).
 
     .. versionadded:: 0.1
@@ -551,10 +550,10 @@ class BandpassDecoder(nn.Module):
             fast_ops: use the exact fast layer implementations.
             checkpoint_heads: activation checkpointing of the heads in training.
             recompute_heads: store two full-resolution maps per head instead of
-                three and recompute the third (the 1x1 convolution's output) in
-                the backward pass: less memory for one extra per-pixel matrix
-                product per head (exact; applies to the fused stage, i.e. with
-                ``fast_ops`` outside ``torch.compile``).
+                six and recompute the other four (the GELU outputs and the 1x1
+                convolution's output) in the backward pass: less memory for one
+                extra per-pixel matrix product per head (exact; applies to the
+                fused stage, i.e. with ``fast_ops`` outside ``torch.compile``).
             **block_kwargs: extra arguments of :class:`timm.models.vision_transformer.Block`.
 
         Raises:

@@ -10,9 +10,8 @@ of those layers is a separate pass over maps of hundreds of megabytes: the step 
 bound by memory traffic, not arithmetic, and autograd keeps every activation.
 
 :class:`FullResolutionStage` computes the same function with a hand-written
-backward pass, a few images at a time (``chunk``), so that each chunk's maps are
-reused while they are still in the CPU's caches, without autograd's intermediate
-tensors. By default it stores the six full-resolution maps the backward pass needs
+backward pass, a few images at a time (``chunk``, which bounds the temporary maps
+to one chunk's worth), without autograd's intermediate tensors. By default it stores the six full-resolution maps the backward pass needs
 (three pre-activations and three activations); with ``recompute=True`` it stores
 only two (the first transposed convolution's and the grouped convolution's
 outputs) and recomputes the rest per chunk, with one extra per-pixel matrix
@@ -33,8 +32,9 @@ from torch import Tensor
 __all__ = ('FullResolutionStage', 'full_resolution_stage')
 
 #: Default bytes of one full-width (``C1``-channel) map per chunk on the CPU: about
-#: one recipe-size image (224 x 224 x 256 float32 = 49 MiB), small enough that a
-#: chunk's handful of maps stays in a server CPU's last-level cache.
+#: one recipe-size image (224 x 224 x 256 float32 = 49 MiB). It bounds the
+#: temporary maps; on the benchmark CPU neither smaller nor larger chunks were
+#: faster.
 DEFAULT_CHUNK_BYTES = 64 * 2**20
 #: The same on other devices (GPUs), where fewer, larger chunks launch fewer kernels.
 DEFAULT_ACCELERATOR_CHUNK_BYTES = 2**30
@@ -419,8 +419,8 @@ def full_resolution_stage(
         chunk_bytes: bytes of one C1-channel full-resolution map per chunk; at
             least one image per chunk. None: :data:`DEFAULT_CHUNK_BYTES` on the
             CPU, :data:`DEFAULT_ACCELERATOR_CHUNK_BYTES` elsewhere.
-        recompute: store two maps instead of three, recomputing the 1x1
-            convolution's output in the backward pass.
+        recompute: store two full-resolution maps instead of six, recomputing the
+            GELU outputs and the 1x1 convolution's output in the backward pass.
 
     Returns:
         (B, k1*k2*h, k1*k2*w, C_out) channels-last prediction.

@@ -169,8 +169,9 @@ class ScaleMAE(nn.Module):
             checkpoint_heads: activation checkpointing of the Laplacian heads.
             per_patch_loss: per-patch masked sums in the loss (exact, cheaper).
             recompute_heads: store two full-resolution maps per Laplacian head
-                instead of three, recomputing the third in the backward pass
-                (exact; less memory for one extra per-pixel matrix product).
+                instead of six, recomputing the other four (the GELU outputs and
+                the 1x1 convolution's output) in the backward pass (exact; less
+                memory for one extra per-pixel matrix product).
 
         Raises:
             ValueError: for inconsistent settings.
