@@ -246,9 +246,23 @@ class Runner:
 
     def forward_flops(self) -> int:
         """FLOPs of one forward + loss (FlopCounterMode: matmul/conv/attention)."""
-        from torch.utils.flop_counter import FlopCounterMode
+        from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-        counter = FlopCounterMode(display=False)
+        def cpu_attention(
+            query: Any, key: Any, value: Any, *args: Any, **kwargs: Any
+        ) -> int:
+            flops: int = sdpa_flop_count(query, key, value)
+            return flops
+
+        # the counter knows the CUDA attention kernels but not the CPU's fused one
+        counter = FlopCounterMode(
+            display=False,
+            custom_mapping={
+                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: (
+                    cpu_attention
+                )
+            },
+        )
         module = self.model
         with counter, torch.no_grad(), self.autocast():
             if self.is_mae:
