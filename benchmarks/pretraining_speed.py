@@ -43,7 +43,8 @@ Every figure is a ratio of configurations measured side by side in one run:
     operators by self time.
 
 FLOPs: :class:`torch.utils.flop_counter.FlopCounterMode` counts one forward (matmul,
-convolution, attention; 2 x MAC) and the step is taken as 3 x forward (the usual
+convolution, attention, the CPU's fused attention kernel through the counter's own
+formula; 2 x MAC) and the step is taken as 3 x forward (the usual
 model-FLOP convention; the counter's own backward figure charges depthwise
 convolution backward as if it were dense). ``GFLOP/s`` is model FLOPs per step /
 median step time. On CUDA the model FLOP utilisation (MFU) is printed against
