@@ -254,7 +254,7 @@ class ScaleMAEPretraining(BaseTask):
             fused_adamw: Update all parameters with torch's fused AdamW kernel
                 (``torch.optim.AdamW(fused=True)``; the same update, rounded
                 differently): on the benchmark CPU the optimiser step of a ViT-B
-                model took 0.09 to 0.11 s instead of the 0.31 to 0.39 s of torch's
+                model took 0.08 to 0.11 s instead of the 0.28 to 0.39 s of torch's
                 default implementation. None (default) uses it when every trainable
                 parameter is a floating-point tensor on a device the kernel
                 supports, unless gradients are clipped under a gradient scaler
