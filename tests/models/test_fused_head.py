@@ -16,6 +16,18 @@ def _grads(
     return out, list(torch.autograd.grad(out, inputs, g))
 
 
+def _fused_and_stock(
+    head: LaplacianHead, x: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
+    """Output and gradients with the fast paths, then with the stock layers (left on)."""
+    with torch.no_grad():
+        g = torch.randn_like(head(x))
+    fused, grads_fused = _grads(head, x, g)
+    set_fast_ops(head, False)
+    stock, grads_stock = _grads(head, x, g)
+    return fused, grads_fused, stock, grads_stock
+
+
 @pytest.mark.parametrize('factors', [(4, 2), (7, 1), (2, 2)])
 @pytest.mark.parametrize('chunk_bytes', [1, 2**40])
 @pytest.mark.parametrize('recompute', [False, True])
@@ -50,11 +62,7 @@ def test_fused_stage_float32_within_parity_tolerance() -> None:
     head = LaplacianHead(32, 32, 2, 3)
     x = torch.randn(2, 32, 4, 4).contiguous(memory_format=torch.channels_last)
     x.requires_grad_()
-    fused, grads_fused = _grads(head, x)
-    g = torch.randn_like(fused)
-    fused, grads_fused = _grads(head, x, g)
-    set_fast_ops(head, False)
-    stock, grads_stock = _grads(head, x, g)
+    fused, grads_fused, stock, grads_stock = _fused_and_stock(head, x)
     torch.testing.assert_close(fused, stock, rtol=1e-5, atol=1e-5)
     for a, b in zip(grads_fused, grads_stock, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
@@ -146,11 +154,7 @@ def test_fused_stage_on_cuda_equals_stock_layers(recompute: bool) -> None:
     head = LaplacianHead(32, 32, 1, 3).cuda()
     head.recompute = recompute
     x = torch.randn(3, 32, 4, 4, device='cuda', requires_grad=True)
-    fused, grads_fused = _grads(head, x)
-    g = torch.randn_like(fused)
-    fused, grads_fused = _grads(head, x, g)
-    set_fast_ops(head, False)
-    stock, grads_stock = _grads(head, x, g)
+    fused, grads_fused, stock, grads_stock = _fused_and_stock(head, x)
     torch.testing.assert_close(fused, stock, rtol=1e-4, atol=1e-5)
     for a, b in zip(grads_fused, grads_stock, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
