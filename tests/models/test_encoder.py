@@ -1,3 +1,4 @@
+import contextlib
 import math
 from typing import Any
 
@@ -13,6 +14,7 @@ from torchgeo_scalemae.models import (
     scalemae_vit_tiny_patch16,
 )
 
+from .fake_cuda import cuda_autocast, fake_cuda
 from .reference_data import encoder_state
 
 
@@ -243,3 +245,19 @@ def test_builders_accept_size_overrides() -> None:
     # the fixed table for code reading vit.pos_embed is never saved
     assert encoder.pos_embed.shape == (1, 197, 32)
     assert 'pos_embed' not in encoder.state_dict()
+
+
+@pytest.mark.parametrize('autocast', [False, True])
+def test_cuda_forward_never_synchronises(autocast: bool) -> None:
+    """Features, logits and intermediates on (fake) CUDA: no host-device copy."""
+    encoder = scalemae_vit_tiny_patch16(num_classes=5, img_size=64).eval()
+    with fake_cuda(encoder) as fake:
+        x = torch.randn(2, 3, 64, 64, device='cuda')
+        res = torch.tensor([0.5, 2.0], device='cuda')
+        with cuda_autocast() if autocast else contextlib.nullcontext():
+            logits = fake(x, res)
+            tokens = fake.method('forward_features')(x, res)
+            last = fake.method('forward_intermediates')(x, indices=1, res=res)
+    assert tokens.shape == (2, 17, encoder.embed_dim) and tokens.is_cuda
+    assert logits.shape == (2, 5) and logits.is_cuda
+    assert last[0].is_cuda

@@ -1,11 +1,14 @@
+import contextlib
 import math
 from typing import Any
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import DataDependentOutputException
 
 from torchgeo_scalemae.models import (
     REFERENCE_CONFIG_KEYS,
+    LaplacianHead,
     ScaleMAE,
     ScaleMAEOutput,
     convert_reference_state_dict,
@@ -13,6 +16,8 @@ from torchgeo_scalemae.models import (
     list_scalemae_models,
     scalemae_pretrain_vit_tiny_patch16,
 )
+
+from .fake_cuda import SyncDetector, cuda_autocast, fake_cuda
 
 
 def reference_model(meta: dict[str, Any], **extra: Any) -> ScaleMAE:
@@ -207,3 +212,56 @@ def test_output_carries_the_band_targets_of_the_loss() -> None:
     torch.testing.assert_close(out.target_high, high, rtol=0, atol=0)
     no_targets = model(images, res=1.0)
     assert no_targets.target_low is None and no_targets.target_high is None
+
+
+@pytest.mark.parametrize('autocast', [False, True])
+@pytest.mark.parametrize('res_kind', ['tensor', 'float'])
+def test_forward_on_cuda_never_synchronises(autocast: bool, res_kind: str) -> None:
+    """Forward and loss on (fake) CUDA: no value ever goes back to the host."""
+    model = scalemae_pretrain_vit_tiny_patch16(recompute_heads=True)
+    assert isinstance(model.decoder.head_high, LaplacianHead)
+    model.decoder.head_high.chunk_bytes = 8 * 2**10  # one image per chunk
+    with fake_cuda(model) as fake:
+        x = torch.randn(2, 3, 32, 32, device='cuda')
+        target = torch.randn(2, 3, 64, 64, device='cuda')
+        res: torch.Tensor | float = (
+            torch.tensor([1.0, 2.5], device='cuda') if res_kind == 'tensor' else 2.0
+        )
+        with cuda_autocast() if autocast else contextlib.nullcontext():
+            out = fake(x, res, target)
+    assert out.loss is not None
+    assert out.pred_high.dtype == (torch.bfloat16 if autocast else torch.float32)
+    assert out.loss.device.type == 'cuda' and out.loss.shape == ()
+    assert out.loss.dtype == torch.float32
+    assert out.pred_high.shape == (2, 3, 64, 64) and out.pred_high.is_cuda
+    assert out.mask.shape == (2, 4)
+
+
+def test_fake_cuda_catches_a_synchronisation() -> None:
+    """The check above is not vacuous: ``.item()`` on fake CUDA raises."""
+    model = torch.nn.Linear(2, 1)
+    with fake_cuda(model) as fake:
+        y = fake(torch.ones(3, 2, device='cuda'))
+        with pytest.raises(DataDependentOutputException):
+            y.sum().item()
+        with pytest.raises(DataDependentOutputException):
+            bool((y > 0).any())
+
+
+@pytest.mark.parametrize('heads', ['stored', 'recompute', 'checkpoint'])
+def test_backward_never_synchronises(heads: str) -> None:
+    """The backward pass reads no tensor value on the host, on any device."""
+    model = scalemae_pretrain_vit_tiny_patch16(
+        recompute_heads=heads == 'recompute', checkpoint_heads=heads == 'checkpoint'
+    )
+    out = model(
+        torch.randn(2, 3, 32, 32), torch.tensor([1.0, 2.5]), torch.randn(2, 3, 64, 64)
+    )
+    assert out.loss is not None
+    with SyncDetector() as detector:
+        out.loss.backward()
+    assert detector.calls == []
+    assert all(p.grad is not None for p in model.decoder.parameters())
+    with SyncDetector() as detector:
+        torch.ones(2).sum().item()
+    assert detector.calls == ['aten._local_scalar_dense.default']
