@@ -223,6 +223,21 @@ def test_hparams_and_param_groups() -> None:
     assert paper.model.loss.use_l1_loss
 
 
+def test_moving_the_task_keeps_crop_sampling_on_the_cpu() -> None:
+    """Lightning moves the task, and the pair transform inside it, to its device.
+
+    kornia would then sample the crop boxes there and read them back to the host
+    every step; they stay on the CPU, in float32.
+    """
+    task = _task()
+    task.to('meta')
+    task.to(torch.bfloat16)
+    kornia_crop = task.pair.crop.crop
+    assert kornia_crop.device == torch.device('cpu')
+    assert kornia_crop.dtype == torch.float32
+    assert next(task.model.parameters()).device.type == 'meta'
+
+
 def test_loss_decreases_on_fixed_batch() -> None:
     task = _task(crop_scale=(1.0, 1.0), hflip=False)
     batch = {'image': torch.rand(4, 3, 64, 64), 'gsd': torch.tensor([0.3, 1.0, 2, 5])}

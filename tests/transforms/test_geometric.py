@@ -302,9 +302,9 @@ def test_cuda() -> None:
 def test_cuda_no_sync_without_validation() -> None:
     batch = {k: v.cuda() for k, v in ramp_batch([0.5, 2.0]).items()}
     augs = (
-        GSDRandomResizedCrop(16, validate=False),
-        GSDResize(16, validate=False),
-        GSDCenterCrop(16, validate=False),
+        GSDRandomResizedCrop(16, validate=False).cuda(),
+        GSDResize(16, validate=False).cuda(),
+        GSDCenterCrop(16, validate=False).cuda(),
     )
     for aug in augs:
         aug(batch)  # warm-up (kernel loading may synchronise)
@@ -316,3 +316,21 @@ def test_cuda_no_sync_without_validation() -> None:
     finally:
         torch.cuda.set_sync_debug_mode('default')
     assert out['gsd'].is_cuda
+
+
+def test_moving_the_crop_keeps_box_sampling_on_the_cpu() -> None:
+    """kornia would sample the boxes on the module's device and read them back."""
+    crop = GSDRandomResizedCrop(16, scale=(0.3, 1.0))
+    unmoved = GSDRandomResizedCrop(16, scale=(0.3, 1.0))
+    crop.to('meta')  # kornia's own move would fail here, reading its range checks
+    crop.to(torch.float64).to(torch.bfloat16)
+    for aug in (crop.crop, crop.mask_crop):
+        assert aug.device == torch.device('cpu')
+        assert aug.dtype == torch.float32
+    batch = ramp_batch([0.5, 2.0])
+    torch.manual_seed(0)
+    moved_out = crop(batch)
+    torch.manual_seed(0)
+    unmoved_out = unmoved(batch)
+    assert torch.equal(moved_out['gsd'], unmoved_out['gsd'])
+    assert torch.equal(moved_out['image'], unmoved_out['image'])

@@ -112,7 +112,8 @@ def test_band_targets_reexported() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_pair_cuda_no_sync_without_validation() -> None:
     batch = {k: v.cuda() for k, v in batch_of([0.5, 2.0]).items()}
-    pair = ScaleMAEPair(16, validate=False)
+    # moved as a LightningModule holding it would be
+    pair = ScaleMAEPair(16, validate=False).cuda()
     pair(batch)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode('error')

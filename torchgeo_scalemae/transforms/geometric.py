@@ -18,8 +18,8 @@ If the batch has no ``gsd`` entry but has GeoDataset ``bounds``, the GSD is read
 .. versionadded:: 0.1
 """
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Self
 
 import kornia.augmentation as K
 import torch
@@ -141,6 +141,18 @@ class GSDRandomResizedCrop(nn.Module):
             resample='nearest',
             cropping_mode='slice',
         )
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Self:
+        """Keep kornia's box sampling on the CPU when the transform is moved.
+
+        The transform holds no tensors. kornia's augmentations move their random
+        samplers with the module (``.to('cuda')``, or a LightningModule that holds
+        the transform being moved to its device), and kornia's slice cropping then
+        reads the boxes back as Python ints: one host-device synchronisation per
+        call. Sampled on the CPU, the boxes are already on the host, and they stay
+        float32 under ``.to(torch.bfloat16)`` or ``.half()``.
+        """
+        return self
 
     def _corner_aligned(self) -> bool:
         # kornia's slice mode resizes on the half-pixel grid for nearest sampling
