@@ -7,19 +7,26 @@
 # 24 MB more, is replaced by a stand-in, see below):
 #
 #   bash benchmarks/gpu_check.sh fetch   # here: download the wheels into .whl/
-#   # then, with the device tool: run(command='bash benchmarks/gpu_check.sh run',
-#   #                                 carry=['.whl'], timeout_s=560)
+#   # then two calls of the device tool, the machine kept warm between them:
+#   #   run(command='bash benchmarks/gpu_check.sh run 1', carry=['.whl'], timeout_s=590)
+#   #   run(command='bash benchmarks/gpu_check.sh run 2', carry=['.whl'], timeout_s=420)
 #
-# `run` installs the wheels into /tmp/site, prints the software and the GPU, runs the
-# CUDA tests, then benchmarks/pretraining_speed.py in bf16 (224 px input, batch 64,
-# Scale-MAE against TorchGeo's MAE in the same process): ViT-L/16 eager (speed and
-# peak memory), ViT-L/16 under torch.compile (speed), ViT-B/16 eager (speed), each step under its own time limit so that one failure or
-# overrun leaves the others' results. Logs and JSON go to $OUT (the device tool's
-# folder that comes back), or to ./gpu_check_out elsewhere.
+# `run 1` installs the wheels into /tmp/site, prints the software and the GPU, runs
+# the CUDA tests (a whole training step under CUDA's sync debug mode among them),
+# then benchmarks/pretraining_speed.py in bf16 (224 px input, batch 64, Scale-MAE
+# against TorchGeo's MAE in the same process): the speed of ViT-L/16 and ViT-B/16
+# eager and of ViT-L/16 under torch.compile. `run 2` adds ViT-B/16 under
+# torch.compile and the ViT-L/16 peak memory. Each step runs under its own time
+# limit, so one failure or overrun leaves the others' results. Logs and JSON go to
+# $OUT (the device tool's folder that comes back), or to ./gpu_check_out elsewhere.
+# The 15 minutes of device time fit both calls only if the first ends early; the
+# first call holds what target 4 asks for first.
 #
-# `smoke` runs the same sequence on the CPU with the tiny model in place of both
-# sizes and one step, to
-# check the script itself without a GPU (it uses .venv when there is one).
+# `smoke` runs both parts on the CPU with the tiny model in place of both sizes,
+# one step and no compilation, to check the script itself without a GPU (it uses
+# .venv when there is one). `rehearse` does what `run` does (install the wheels,
+# the stand-in) with the checks of `smoke`: with the device image's torch as
+# `python3`, the whole run without a GPU.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -54,22 +61,27 @@ fetch() {
     fi
 }
 
-# step NAME SECONDS COMMAND...: run one check under a time limit, log it, go on
+# step NAME SECONDS COMMAND...: run one check under a time limit, log it, go on.
+# Everything goes to one log ($OUT brings back at most 8 files).
 step() {
     local name=$1 limit=$2
     shift 2
-    echo "==> $name (limit ${limit} s): $*"
+    echo "==> $name (limit ${limit} s): $*" | tee -a "$LOG"
     local start=$SECONDS
-    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUT_DIR/$name.log"
+    timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$LOG"
     local status=${PIPESTATUS[0]}
-    echo "<== $name: exit $status after $((SECONDS - start)) s"
+    echo "<== $name: exit $status after $((SECONDS - start)) s" | tee -a "$LOG"
 }
 
+# checks DEVICE LARGE BASE BATCH STEPS COMPILE PART: part 1 (environment, CUDA
+# tests, eager speed of both sizes, compiled ViT-L), part 2 (compiled ViT-B, ViT-L
+# peak memory), or both
 checks() {
-    local device=$1 large=$2 base=$3 batch=$4 steps=$5 compile=$6
+    local device=$1 large=$2 base=$3 batch=$4 steps=$5 compile=$6 part=$7
     local bench=(python3 benchmarks/pretraining_speed.py --device "$device"
         --dtype bfloat16 --batch "$batch" --steps "$steps" --warmup 2)
-    step environment 60 python3 - <<'EOF'
+    if [ "$part" != 2 ]; then
+        step environment 60 python3 - <<'EOF'
 import platform, torch, timm, lightning, torchgeo, kornia
 print('python', platform.python_version(), 'torch', torch.__version__,
       'timm', timm.__version__, 'lightning', lightning.__version__,
@@ -78,16 +90,26 @@ if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     print('gpu', p.name, p.total_memory // 2**20, 'MiB', p.multi_processor_count, 'SMs')
 EOF
-    step cuda_tests 120 python3 -m pytest -q -p no:cacheprovider -k cuda \
-        tests/models/test_fused_head.py tests/test_gsd.py tests/transforms
-    step large_eager 120 "${bench[@]}" --size "$large" \
-        --sections speed memory --json "$OUT_DIR/large_eager.json"
-    if [ "$compile" = 1 ]; then
-        step large_compile 210 "${bench[@]}" --size "$large" --compile \
-            --sections speed --json "$OUT_DIR/large_compile.json"
+        step cuda_tests 90 python3 -m pytest -q -p no:cacheprovider -k cuda \
+            tests/models/test_fused_head.py tests/test_gsd.py tests/transforms \
+            tests/tasks/test_pretrain.py
+        step large_eager 100 "${bench[@]}" --size "$large" --sections speed \
+            --json "$OUT_DIR/large_eager.json"
+        step base_eager 80 "${bench[@]}" --size "$base" --sections speed \
+            --json "$OUT_DIR/base_eager.json"
+        if [ "$compile" = 1 ]; then
+            step large_compile 220 "${bench[@]}" --size "$large" --compile \
+                --sections speed --json "$OUT_DIR/large_compile.json"
+        fi
     fi
-    step base_eager 90 "${bench[@]}" --size "$base" \
-        --sections speed --json "$OUT_DIR/base_eager.json"
+    if [ "$part" != 1 ]; then
+        if [ "$compile" = 1 ]; then
+            step base_compile 200 "${bench[@]}" --size "$base" --compile \
+                --sections speed --json "$OUT_DIR/base_compile.json"
+        fi
+        step large_memory 200 "${bench[@]}" --size "$large" --sections memory \
+            --json "$OUT_DIR/large_memory.json"
+    fi
 }
 
 # install: the carried wheels into /tmp/site, and a pyogrio stand-in where needed
@@ -116,26 +138,29 @@ fetch)
     ;;
 run)
     OUT_DIR=${OUT:-gpu_check_out}
+    LOG=$OUT_DIR/gpu_check.log
     mkdir -p "$OUT_DIR"
     install
     nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv 2>&1 |
-        tee "$OUT_DIR/nvidia-smi.log"
-    checks cuda large base 64 20 1
+        tee -a "$LOG"
+    checks cuda large base 64 20 1 "${2:-1}"
     ;;
 rehearse)
     OUT_DIR=${OUT:-gpu_check_out}
+    LOG=$OUT_DIR/gpu_check.log
     mkdir -p "$OUT_DIR"
     install
-    checks cpu tiny tiny 2 1 0
+    checks cpu tiny tiny 2 1 0 both
     ;;
 smoke)
     OUT_DIR=${OUT:-gpu_check_out}
+    LOG=$OUT_DIR/gpu_check.log
     mkdir -p "$OUT_DIR"
     export PYTHONUNBUFFERED=1 PATH="$PWD/.venv/bin:$PATH"
-    checks cpu tiny tiny 2 1 0
+    checks cpu tiny tiny 2 1 0 both
     ;;
 *)
-    echo "usage: bash benchmarks/gpu_check.sh {fetch|run|rehearse|smoke}" >&2
+    echo "usage: bash benchmarks/gpu_check.sh {fetch|run [1|2]|rehearse|smoke}" >&2
     exit 2
     ;;
 esac

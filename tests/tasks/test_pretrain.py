@@ -238,6 +238,27 @@ def test_moving_the_task_keeps_crop_sampling_on_the_cpu() -> None:
     assert next(task.model.parameters()).device.type == 'meta'
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_training_step_never_synchronises() -> None:
+    """A whole training step (pair transform, model, loss, metrics, backward)."""
+    task = _task().cuda()  # as Lightning moves it, the pair transform with it
+    batch = {
+        'image': torch.rand(4, 3, 64, 64, device='cuda'),
+        'gsd': torch.tensor([0.3, 1.0, 2.0, 5.0], device='cuda'),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # self.log without a trainer
+        task.training_step(batch, 0).backward()  # warm-up: loading kernels may sync
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode('error')
+        try:
+            loss = task.training_step(batch, 1)
+            loss.backward()
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+    assert loss.is_cuda and loss.ndim == 0
+
+
 def test_loss_decreases_on_fixed_batch() -> None:
     task = _task(crop_scale=(1.0, 1.0), hflip=False)
     batch = {'image': torch.rand(4, 3, 64, 64), 'gsd': torch.tensor([0.3, 1.0, 2, 5])}
