@@ -178,6 +178,18 @@ def test_bad_images(tiny: ScaleMAEEncoder, shape: tuple[int, ...], match: str) -
             call(x)
 
 
+@pytest.mark.parametrize('dtype', [torch.uint8, torch.int64, torch.bool])
+def test_integer_images_rejected(tiny: ScaleMAEEncoder, dtype: torch.dtype) -> None:
+    x = torch.zeros(2, 3, 32, 32, dtype=dtype)
+    for call in (
+        tiny.forward_features,
+        tiny.forward_masked,
+        tiny.forward_intermediates,
+    ):
+        with pytest.raises(ValueError, match=f'floating-point.*{dtype}'):
+            call(x)
+
+
 @pytest.mark.parametrize(
     'res',
     [
@@ -211,6 +223,13 @@ def test_bad_masking(tiny: ScaleMAEEncoder) -> None:
         ({'class_token': False, 'global_pool': 'avg'}, 'class_token'),
         ({'pos_embed': 'learn'}, 'pos_embed'),
         ({'res': 0.0}, 'finite positive'),
+        ({'img_size': 0}, 'img_size must be a positive int or'),
+        ({'img_size': (64, -64)}, r'img_size .* got \(64, -64\)'),
+        ({'img_size': (64, 64, 64)}, 'img_size'),
+        ({'patch_size': 0}, 'patch_size must be a positive int'),
+        ({'patch_size': True}, 'patch_size'),
+        ({'in_chans': 0}, 'in_chans must be a positive int, got 0'),
+        ({'in_chans': 2.5}, 'in_chans'),
     ],
 )
 def test_bad_constructor(kwargs: dict[str, Any], match: str) -> None:

@@ -129,6 +129,10 @@ def test_bad_targets(target_shape: tuple[int, ...], match: str) -> None:
     [
         ({'images': torch.randn(2, 4, 32, 32)}, 'expected 3 input channels, got 4'),
         ({'images': torch.randn(2, 3, 40, 32)}, 'multiples of the patch size'),
+        (
+            {'images': torch.zeros(2, 3, 32, 32, dtype=torch.uint8)},
+            'images must be a floating-point tensor',
+        ),
         ({'res': 0.0}, 'res'),
         ({'res': math.nan}, 'res'),
         ({'res': math.inf}, 'res'),
@@ -148,6 +152,11 @@ def test_bad_inputs(kwargs: dict[str, Any], match: str) -> None:
 def test_bad_constructor() -> None:
     with pytest.raises(ValueError, match='mask_ratio'):
         scalemae_pretrain_vit_tiny_patch16(mask_ratio=1.0)
+    # named as the caller named them, not as the layer that would fail first
+    with pytest.raises(ValueError, match='in_chans must be a positive int, got 0'):
+        scalemae_pretrain_vit_tiny_patch16(in_chans=0)
+    with pytest.raises(ValueError, match='img_size must be a positive int'):
+        scalemae_pretrain_vit_tiny_patch16(img_size=0)
 
 
 def test_create_by_name() -> None:

@@ -65,6 +65,25 @@ def _drop_fixed_pos_embed(
     state_dict.pop(prefix + 'pos_embed', None)
 
 
+def _positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_sizes(kwargs: dict[str, Any]) -> None:
+    """Reject non-positive sizes before timm builds layers from them."""
+    for key in ('img_size', 'patch_size'):
+        if key not in kwargs:
+            continue
+        value = kwargs[key]
+        sizes = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+        if len(sizes) not in (1, 2) or not all(_positive_int(v) for v in sizes):
+            raise ValueError(
+                f'{key} must be a positive int or (height, width), got {value!r}'
+            )
+    if 'in_chans' in kwargs and not _positive_int(kwargs['in_chans']):
+        raise ValueError(f'in_chans must be a positive int, got {kwargs["in_chans"]!r}')
+
+
 class ScaleMAEEncoder(VisionTransformer):
     """Vision Transformer encoder of Scale-MAE with per-sample GSD encoding.
 
@@ -110,10 +129,12 @@ class ScaleMAEEncoder(VisionTransformer):
                 eps 1e-6 as in the reference.
 
         Raises:
-            ValueError: for a bad ``res`` or an unsupported option (register tokens,
-                no class token, a learned position table, ``no_embed_class``).
+            ValueError: for a bad ``res``, ``img_size``, ``patch_size`` or
+                ``in_chans``, or an unsupported option (register tokens, no class
+                token, a learned position table, ``no_embed_class``).
         """
         check_res(res, 1)
+        _check_sizes(kwargs)
         for key, allowed in (
             ('class_token', True),
             ('reg_tokens', 0),
@@ -153,6 +174,11 @@ class ScaleMAEEncoder(VisionTransformer):
         if not isinstance(x, Tensor) or x.ndim != 4:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f'expected images of shape (B, C, H, W), got {shape}')
+        if not x.is_floating_point():
+            raise ValueError(
+                f'images must be a floating-point tensor (normalised pixels), got '
+                f'dtype {x.dtype}'
+            )
         _, c, h, w = x.shape
         if c != self.in_chans:
             raise ValueError(
@@ -245,8 +271,8 @@ class ScaleMAEEncoder(VisionTransformer):
             (B, 1 + N, D) tokens after the final norm; ``[:, 0]`` is the class token.
 
         Raises:
-            ValueError: for a wrong channel count, a size that is not a multiple of
-                the patch size, or a bad ``res``.
+            ValueError: for a wrong channel count or dtype, a size that is not a
+                multiple of the patch size, or a bad ``res``.
         """
         x = self._embed(x, res)
         if attn_mask is not None or is_causal:
