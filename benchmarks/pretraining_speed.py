@@ -39,8 +39,8 @@ Every figure is a ratio of configurations measured side by side in one run:
     step, i.e. activations + gradients + temporaries. CUDA:
     ``max_memory_allocated`` minus the allocation before the step.
 ``profile``
-    ``torch.profiler`` (CPU, or CPU + CUDA) of one step of each model: the top
-    operators by self time.
+    ``torch.profiler`` (CPU, or CPU + CUDA) of one step of each model after the
+    ``--warmup`` steps: the top operators by self time.
 
 FLOPs: :class:`torch.utils.flop_counter.FlopCounterMode` counts one forward (matmul,
 convolution, attention, the CPU's fused attention kernel through the counter's own
