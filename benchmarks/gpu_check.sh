@@ -9,14 +9,15 @@
 #   bash benchmarks/gpu_check.sh fetch   # here: download the wheels into .whl/
 #   # then two calls of the device tool, the machine kept warm between them:
 #   #   run(command='bash benchmarks/gpu_check.sh run 1', carry=['.whl'], timeout_s=590)
-#   #   run(command='bash benchmarks/gpu_check.sh run 2', carry=['.whl'], timeout_s=420)
+#   #   run(command='bash benchmarks/gpu_check.sh run 2', carry=['.whl'], timeout_s=510)
 #
 # `run 1` installs the wheels into /tmp/site, prints the software and the GPU, runs
 # the CUDA tests (a whole training step under CUDA's sync debug mode among them),
 # then benchmarks/pretraining_speed.py in bf16 (224 px input, batch 64, Scale-MAE
 # against TorchGeo's MAE in the same process): the speed of ViT-L/16 and ViT-B/16
 # eager and of ViT-L/16 under torch.compile. `run 2` adds ViT-B/16 under
-# torch.compile and the ViT-L/16 peak memory. Each step runs under its own time
+# torch.compile, the ViT-L/16 peak memory and a profile of one ViT-L/16 step of each
+# model. Each step runs under its own time
 # limit, so one failure or overrun leaves the others' results. Logs and JSON go to
 # $OUT (the device tool's folder that comes back), or to ./gpu_check_out elsewhere.
 # The 15 minutes of device time fit both calls only if the first ends early; the
@@ -75,7 +76,7 @@ step() {
 
 # checks DEVICE LARGE BASE BATCH STEPS COMPILE PART: part 1 (environment, CUDA
 # tests, eager speed of both sizes, compiled ViT-L), part 2 (compiled ViT-B, ViT-L
-# peak memory), or both
+# peak memory and profile), or both
 checks() {
     local device=$1 large=$2 base=$3 batch=$4 steps=$5 compile=$6 part=$7
     local bench=(python3 benchmarks/pretraining_speed.py --device "$device"
@@ -109,6 +110,8 @@ EOF
         fi
         step large_memory 200 "${bench[@]}" --size "$large" --sections memory \
             --json "$OUT_DIR/large_memory.json"
+        step large_profile 90 "${bench[@]}" --size "$large" --sections profile \
+            --profile-rows 20
     fi
 }
 
