@@ -223,11 +223,10 @@ def test_bad_masking(tiny: ScaleMAEEncoder) -> None:
         ({'class_token': False, 'global_pool': 'avg'}, 'class_token'),
         ({'pos_embed': 'learn'}, 'pos_embed'),
         ({'res': 0.0}, 'finite positive'),
-        ({'img_size': 0}, 'img_size must be a positive int or'),
-        ({'img_size': (64, -64)}, r'img_size .* got \(64, -64\)'),
-        ({'img_size': (64, 64, 64)}, 'img_size'),
-        ({'patch_size': 0}, 'patch_size must be a positive int'),
-        ({'patch_size': True}, 'patch_size'),
+        ({'img_size': 0}, 'img_size must be positive, got 0'),
+        ({'img_size': (64, -64)}, r'img_size must be positive, got \(64, -64\)'),
+        ({'img_size': (64, 64, 64)}, r'img_size must be an int or \(height, width\)'),
+        ({'patch_size': 0}, 'patch_size must be positive, got 0'),
         ({'in_chans': 0}, 'in_chans must be a positive int, got 0'),
         ({'in_chans': 2.5}, 'in_chans'),
     ],
@@ -235,6 +234,11 @@ def test_bad_masking(tiny: ScaleMAEEncoder) -> None:
 def test_bad_constructor(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         scalemae_vit_tiny_patch16(**kwargs)
+
+
+def test_boolean_size_rejected() -> None:
+    with pytest.raises(TypeError, match='patch_size must be an int or'):
+        scalemae_vit_tiny_patch16(patch_size=True)
 
 
 def test_compile_tiny(tiny: ScaleMAEEncoder) -> None:

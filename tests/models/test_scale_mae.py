@@ -155,7 +155,7 @@ def test_bad_constructor() -> None:
     # named as the caller named them, not as the layer that would fail first
     with pytest.raises(ValueError, match='in_chans must be a positive int, got 0'):
         scalemae_pretrain_vit_tiny_patch16(in_chans=0)
-    with pytest.raises(ValueError, match='img_size must be a positive int'):
+    with pytest.raises(ValueError, match='img_size must be positive, got 0'):
         scalemae_pretrain_vit_tiny_patch16(img_size=0)
 
 

@@ -16,6 +16,7 @@ from timm.models._manipulate import checkpoint, checkpoint_seq
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from .._sizes import to_size
 from .pos_embed import GSDPositionalEmbedding, check_res
 
 __all__ = (
@@ -65,23 +66,14 @@ def _drop_fixed_pos_embed(
     state_dict.pop(prefix + 'pos_embed', None)
 
 
-def _positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
 def _check_sizes(kwargs: dict[str, Any]) -> None:
     """Reject non-positive sizes before timm builds layers from them."""
     for key in ('img_size', 'patch_size'):
-        if key not in kwargs:
-            continue
-        value = kwargs[key]
-        sizes = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-        if len(sizes) not in (1, 2) or not all(_positive_int(v) for v in sizes):
-            raise ValueError(
-                f'{key} must be a positive int or (height, width), got {value!r}'
-            )
-    if 'in_chans' in kwargs and not _positive_int(kwargs['in_chans']):
-        raise ValueError(f'in_chans must be a positive int, got {kwargs["in_chans"]!r}')
+        if key in kwargs:
+            to_size(kwargs[key], key)
+    in_chans = kwargs.get('in_chans', 3)
+    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
+        raise ValueError(f'in_chans must be a positive int, got {in_chans!r}')
 
 
 class ScaleMAEEncoder(VisionTransformer):
@@ -129,6 +121,7 @@ class ScaleMAEEncoder(VisionTransformer):
                 eps 1e-6 as in the reference.
 
         Raises:
+            TypeError: for a boolean ``img_size`` or ``patch_size``.
             ValueError: for a bad ``res``, ``img_size``, ``patch_size`` or
                 ``in_chans``, or an unsupported option (register tokens, no class
                 token, a learned position table, ``no_embed_class``).

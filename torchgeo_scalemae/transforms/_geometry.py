@@ -11,27 +11,6 @@ from torch import Tensor
 from ..gsd import BOUNDS_KEY, GSD_KEY, TRANSFORM_KEY, gsd_from_batch
 
 
-def to_size(
-    size: int | tuple[int, int] | list[int], name: str = 'size'
-) -> tuple[int, int]:
-    """Return ``(height, width)`` from an int or a pair, validating both are >= 1."""
-    if isinstance(size, bool):
-        raise TypeError(f'{name} must be an int or (height, width), got {size!r}')
-    if isinstance(size, int):
-        out = (size, size)
-    elif (
-        isinstance(size, tuple | list)
-        and len(size) == 2
-        and all(isinstance(s, int) and not isinstance(s, bool) for s in size)
-    ):
-        out = (int(size[0]), int(size[1]))
-    else:
-        raise ValueError(f'{name} must be an int or (height, width), got {size!r}')
-    if min(out) < 1:
-        raise ValueError(f'{name} must be positive, got {size!r}')
-    return out
-
-
 def read_image(batch: Mapping[str, Any], name: str) -> tuple[Tensor, bool]:
     """Return the image as ``(B, C, H, W)`` and whether it was unbatched ``(C, H, W)``."""
     if not isinstance(batch, Mapping):

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._geometry import read_gsd, read_image, scale_factor, to_size, update_batch
+from .._sizes import to_size
+from ._geometry import read_gsd, read_image, scale_factor, update_batch
 
 __all__ = ('GSDCenterCrop', 'GSDRandomResizedCrop', 'GSDResize')
 

@@ -11,8 +11,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import nn
 
+from .._sizes import to_size
 from ..gsd import BOUNDS_KEY, GSD_KEY, TRANSFORM_KEY
-from ._geometry import to_size
 from .geometric import GSDRandomResizedCrop
 
 __all__ = ('ScaleMAEPair',)
