@@ -78,7 +78,7 @@ def test_presets() -> None:
     ref, paper = BandpassLoss('reference'), BandpassLoss('paper')
     assert ref.band_config == (7, 56) and not ref.use_l1_loss
     assert paper.band_config == (14, 56) and paper.use_l1_loss
-    assert set(BAND_PRESETS) == {'reference', 'paper'}
+    assert set(BAND_PRESETS) == {'reference', 'paper', 'normalized'}
     assert ref.low_blur is None and BandpassLoss(band_config=(14, 224)).low_blur == 224
     override = BandpassLoss('paper', use_l1_loss=False, band_config=[3, 9])
     assert override.band_config == (3, 9) and not override.use_l1_loss
@@ -136,3 +136,44 @@ def test_bad_shapes() -> None:
         loss(low, torch.randn(1, 3, 60, 64), torch.randn(1, 3, 64, 64), mask, (2, 2))
     with pytest.raises(ValueError, match='do not fit'):
         loss(low, high, torch.randn(1, 3, 64, 64), torch.ones(1, 5), (2, 2))
+
+
+def test_patch_statistics_normalise_each_patch() -> None:
+    from torchgeo_scalemae.models import patch_statistics
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 8, 12) * 5 + 2
+    mean, std = patch_statistics(x, 4)
+    normed = ((x - mean) / std).reshape(2, 3, 2, 4, 3, 4)
+    torch.testing.assert_close(
+        normed.mean(dim=(1, 3, 5)), torch.zeros(2, 2, 3), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        normed.var(dim=(1, 3, 5)), torch.ones(2, 2, 3), atol=1e-3, rtol=0
+    )
+    with pytest.raises(ValueError, match='not tiled by 5x5 patches'):
+        patch_statistics(x, 5)
+    with pytest.raises(ValueError, match='patch positive'):
+        patch_statistics(x, 0)
+
+
+def test_normalized_preset_loss_ignores_patch_mean_and_scale() -> None:
+    """Per-patch normalised targets: a patch's offset and contrast do not matter."""
+    torch.manual_seed(0)
+    loss = BandpassLoss('normalized')
+    assert loss.normalize_targets and not loss.use_l1_loss
+    assert 'normalize_targets=True' in repr(loss)
+    assert not BandpassLoss('reference').normalize_targets
+    target = torch.rand(2, 3, 64, 64)
+    pred_low, pred_high = torch.randn(2, 3, 32, 32), torch.randn(2, 3, 64, 64)
+    mask = torch.ones(2, 4)
+    base = loss(pred_low, pred_high, target, mask, (2, 2))
+    brighter = loss(pred_low, pred_high, 3 * target + 0.5, mask, (2, 2))
+    torch.testing.assert_close(base.loss, brighter.loss, rtol=1e-3, atol=1e-4)
+    # the returned targets are the normalised ones the loss used
+    assert abs(float(base.target_low.mean())) < 1e-4
+    # a perfect prediction of the normalised targets gives zero loss
+    perfect = loss(base.target_low, base.target_high, target, mask, (2, 2))
+    assert float(perfect.loss) < 1e-8
+    forced = BandpassLoss('reference', normalize_targets=True)
+    assert forced.normalize_targets

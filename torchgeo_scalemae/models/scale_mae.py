@@ -130,6 +130,7 @@ class ScaleMAE(nn.Module):
         band_config: tuple[int, int] | list[int] | None = None,
         use_l1_loss: bool | None = None,
         l1_loss_weight: float | None = None,
+        normalize_targets: bool | None = None,
         loss_preset: str = 'reference',
         mask_ratio: float = 0.75,
         res: float = 1.0,
@@ -160,6 +161,8 @@ class ScaleMAE(nn.Module):
                 None takes the loss preset's.
             use_l1_loss: L1 (True) or L2 (False) on the high band; None: preset.
             l1_loss_weight: weight of the L1 high-band loss; None: preset.
+            normalize_targets: normalise both band targets per patch (MAE's
+                ``norm_pix_loss``); None: preset.
             loss_preset: ``'reference'`` (band (7, 56), L2 + L2) or ``'paper'``
                 (band (14, 56), L1 high band).
             mask_ratio: default fraction of patches removed, in [0, 1).
@@ -215,6 +218,7 @@ class ScaleMAE(nn.Module):
             use_l1_loss=use_l1_loss,
             l1_loss_weight=l1_loss_weight,
             per_patch=per_patch_loss,
+            normalize_targets=normalize_targets,
         )
         self.mask_ratio = float(mask_ratio)
         self.in_chans = in_chans
