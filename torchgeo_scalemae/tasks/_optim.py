@@ -7,7 +7,7 @@ Private module; the public surface is
 """
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -179,6 +179,53 @@ class WarmupCosine:
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
 
 
+class TimedWarmupCosine(WarmupCosine):
+    """:class:`WarmupCosine` whose cosine also follows a wall-clock budget.
+
+    For runs that stop at ``trainer.max_time``: the cosine's progress is the larger
+    of the step fraction (when ``total_steps`` is known) and the fraction of the time
+    budget spent, so the learning rate reaches ``min_lr`` when the budget runs out,
+    whatever the machine's speed. The warmup stays in optimiser steps.
+
+    Args:
+        warmup_steps: Linear-warmup length in optimiser steps, ``>= 0``.
+        time_fraction: Callable returning the fraction of the time budget spent, in
+            ``[0, 1]`` (e.g. from Lightning's
+            :class:`~lightning.pytorch.callbacks.Timer`).
+        total_steps: Total optimiser steps, or None when only the time bounds the run.
+        min_lr_ratio: Final LR as a fraction of the peak LR, in ``[0, 1]``.
+    """
+
+    def __init__(
+        self,
+        warmup_steps: int,
+        time_fraction: Callable[[], float],
+        total_steps: int | None = None,
+        min_lr_ratio: float = 0.0,
+    ) -> None:
+        """Initialise the schedule; see the class docstring for the arguments."""
+        super().__init__(
+            warmup_steps,
+            total_steps if total_steps is not None else max(1, warmup_steps),
+            min_lr_ratio,
+        )
+        self.bounded_by_steps = total_steps is not None
+        self.time_fraction = time_fraction
+
+    def __call__(self, step: int) -> float:
+        """Return the LR factor at optimiser step ``step`` (0-based)."""
+        progress = min(1.0, max(0.0, float(self.time_fraction())))
+        if self.bounded_by_steps and step >= self.warmup_steps:
+            span = self.total_steps - self.warmup_steps
+            steps = (step - self.warmup_steps) / span if span > 0 else 1.0
+            progress = max(progress, min(1.0, steps))
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        factor = self.min_lr_ratio + (1.0 - self.min_lr_ratio) * cosine
+        if step < self.warmup_steps:
+            factor *= step / self.warmup_steps
+        return factor
+
+
 class StepLambdaLR(LambdaLR):
     """:class:`~torch.optim.lr_scheduler.LambdaLR` whose schedule is not restored.
 
@@ -188,6 +235,21 @@ class StepLambdaLR(LambdaLR):
     ``max_steps``/``max_epochs`` stretches the cosine to the new end instead of
     staying at the old run's final LR.
     """
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return the scheduler state without the schedule objects.
+
+        The schedule is rebuilt from the trainer settings on resumption (and a timed
+        schedule holds a reference to the trainer's timer, which must not be
+        pickled into a checkpoint).
+
+        Returns:
+            The state of :class:`~torch.optim.lr_scheduler.LambdaLR` with
+            ``lr_lambdas`` set to None entries.
+        """
+        state = super().state_dict()
+        state['lr_lambdas'] = [None] * len(self.lr_lambdas)
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load the scheduler state except the schedule object's attributes.
