@@ -30,7 +30,8 @@ from .encoder import (
     scalemae_vit_large_patch16,
     scalemae_vit_tiny_patch16,
 )
-from .loss import BAND_PRESETS, BandLosses, BandpassLoss
+from .export import encoder_from_checkpoint, export_encoder
+from .loss import BAND_PRESETS, BandLosses, BandpassLoss, patch_statistics
 from .pos_embed import GSDPositionalEmbedding, check_res
 from .reference import (
     UNUSED_REFERENCE_KEYS,
@@ -72,12 +73,15 @@ __all__ = (
     'check_res',
     'convert_reference_state_dict',
     'create_scalemae',
+    'encoder_from_checkpoint',
+    'export_encoder',
     'head_upsampling_factors',
     'high_band_target',
     'infer_reference_config',
     'list_scalemae_models',
     'load_reference_checkpoint',
     'low_band_target',
+    'patch_statistics',
     'recombine_bands',
     'reference_args_to_config',
     'reference_key_to_ours',
