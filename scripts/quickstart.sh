@@ -39,13 +39,29 @@ for f in "$ckpt" "$metrics" "$image"; do
         status=1
     fi
 done
+summary="$run_dir/reconstruction_summary.txt"
 echo
 echo "Scale-MAE quickstart finished in $((end - start)) s."
 echo "  checkpoint:           $ckpt"
 echo "  metrics (CSV):        $metrics"
 echo "  reconstruction image: ${image:-<none>}"
-echo "  (columns: input, masked input, low band, high band, recombined, target)"
+echo "  (columns: input, masked input, low band, high band, both bands, with the"
+echo "   visible patches pasted back, target; the same samples at every step)"
 echo "  config as run:        $run_dir/config.yaml"
-echo "Continue training with: torchgeo fit --config configs/pretrain/quickstart.yaml \\"
-echo "    --ckpt_path $ckpt --trainer.max_steps=<more steps>"
+echo "Continue training with:"
+echo "  $ROOT/.venv/bin/torchgeo fit --config configs/pretrain/quickstart.yaml \\"
+echo "      --trainer.default_root_dir=$OUT_DIR --trainer.logger.init_args.save_dir=$OUT_DIR \\"
+echo "      --ckpt_path $ckpt --trainer.max_steps=<more steps>"
+echo "Export the encoder:"
+echo "  $ROOT/.venv/bin/torchgeo-scalemae-export $ckpt encoder.safetensors"
+echo
+if [ -s "$summary" ]; then
+    cat "$summary"
+    if grep -q "NOT above" "$summary"; then
+        echo "warning: a band did not beat its trivial predictor" >&2
+    fi
+else
+    echo "error: no reconstruction summary at $summary" >&2
+    status=1
+fi
 exit "$status"

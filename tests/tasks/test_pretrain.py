@@ -1,5 +1,6 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
+import io
 import math
 import os
 import subprocess
@@ -20,6 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchgeo_scalemae.tasks import NonFiniteLossError, ScaleMAEPretraining
 from torchgeo_scalemae.tasks._checkpoint import AtomicCheckpointIO, atomic_torch_save
 from torchgeo_scalemae.tasks._optim import (
+    StepLambdaLR,
+    TimedWarmupCosine,
     WarmupCosine,
     is_token,
     param_groups,
@@ -118,6 +121,53 @@ def test_warmup_cosine_validates() -> None:
 
 
 # ----------------------------------------------------------------- atomic checkpoints
+
+
+def test_timed_warmup_cosine_follows_the_time_budget() -> None:
+    spent = [0.0]
+    schedule = TimedWarmupCosine(10, lambda: spent[0])
+    assert schedule(0) == 0.0
+    assert schedule(5) == pytest.approx(0.5)  # warmup in steps
+    assert schedule(50) == pytest.approx(1.0)
+    spent[0] = 0.5
+    assert schedule(50) == pytest.approx(0.5)
+    spent[0] = 1.0
+    assert schedule(10_000) == pytest.approx(0.0)
+    spent[0] = 7.0  # a timer past its budget is clipped
+    assert schedule(10_000) == pytest.approx(0.0)
+    # with a step bound too, the further of both ends the cosine
+    bounded = TimedWarmupCosine(0, lambda: 0.0, total_steps=100, min_lr_ratio=0.1)
+    assert bounded(100) == pytest.approx(0.1)
+
+
+def test_scheduler_state_dict_holds_no_schedule_object() -> None:
+    param = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = StepLambdaLR(optimizer, TimedWarmupCosine(2, lambda: 0.0))
+    state = scheduler.state_dict()
+    assert state['lr_lambdas'] == [None]
+    torch.save(state, io.BytesIO())  # picklable: no timer inside
+
+
+def test_fit_to_max_time_ends_the_cosine(tmp_path: Path) -> None:
+    records = _RecordLR()
+    trainer = _trainer(
+        tmp_path,
+        max_time={'seconds': 4},
+        max_steps=-1,
+        max_epochs=-1,
+        callbacks=[records],
+        enable_checkpointing=False,
+    )
+    task = _task(warmup_steps=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        trainer.fit(task, DataLoader(_Images(8), batch_size=4))
+    assert trainer.global_step >= 3
+    lrs = [records.lrs[step] for step in sorted(records.lrs)]
+    assert max(lrs) <= 1e-3 + 1e-12
+    # the learning rate falls with the time spent, towards 0 at the budget
+    assert lrs[-1] < 0.5 * max(lrs)
 
 
 def test_atomic_save_keeps_old_file_when_interrupted(
@@ -221,6 +271,22 @@ def test_hparams_and_param_groups() -> None:
     assert task.model.loss.high_blur == 7  # reference preset
     paper = _task(loss='paper')
     assert paper.model.loss.use_l1_loss
+    normalized = _task(loss='normalized')
+    assert normalized.model.loss.normalize_targets
+    assert not task.model.loss.normalize_targets
+    with pytest.raises(ValueError, match='collapse_patience'):
+        _task(collapse_patience=-1)
+
+
+def test_collapse_warning_and_summary_are_installed_once() -> None:
+    from torchgeo_scalemae.callbacks import BandCollapseWarning, ReconstructionSummary
+
+    task = _task()
+    kinds = {type(c) for c in task.configure_callbacks()}
+    assert kinds == {BandCollapseWarning, ReconstructionSummary}
+    assert [type(c) for c in _task(collapse_patience=0).configure_callbacks()] == [
+        ReconstructionSummary
+    ]
 
 
 def test_moving_the_task_keeps_crop_sampling_on_the_cpu() -> None:
@@ -326,9 +392,25 @@ def test_fit_logs_metrics_image_and_gsd(tmp_path: Path) -> None:
 
     with Image.open(images[0]) as im:
         width, height = im.size
-    # 6 columns (input, masked, low, high, recombined, target) of 64 px + padding
-    assert width == 6 * 64 + 7 * 2
-    assert height == 4 * 64 + 5 * 2
+    # 7 titled columns (input, masked, low, high, both, with visible, target) of
+    # 64 px + padding, under a 14-px title row
+    assert len(ScaleMAEPretraining.GRID_COLUMNS) == 7
+    assert width == 7 * 64 + 8 * 2
+    assert height == 14 + 4 * 64 + 5 * 2
+    # the trivial predictors' PSNR is logged beside the model's
+    for band in ('low', 'high'):
+        assert torch.isfinite(
+            torch.as_tensor(metrics[f'train_psnr_{band}_baseline_step'])
+        )
+    # the same samples are shown at every logged step: the target columns match
+    with Image.open(images[0]) as first, Image.open(images[1]) as second:
+        a = np.asarray(first.convert('RGB'), dtype=np.float32)
+        b = np.asarray(second.convert('RGB'), dtype=np.float32)
+    target_column = slice(14 + 2, None), slice(2 + 6 * 66, 2 + 6 * 66 + 64)
+    np.testing.assert_array_equal(a[target_column], b[target_column])
+    # the summary of both bands against their baselines is written
+    summary = (Path(logger.log_dir) / 'reconstruction_summary.txt').read_text()
+    assert 'low  band PSNR' in summary and 'high band PSNR' in summary
 
 
 def test_tensorboard_image(tmp_path: Path) -> None:
@@ -566,6 +648,43 @@ def test_config_parses_and_runs_one_step(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.xdist_group('pretrain_subprocess')
+def test_small_cpu_recipe_runs_with_its_knn_monitor(tmp_path: Path) -> None:
+    """The small-budget recipe from YAML: kNN monitor on, outputs under the root dir."""
+    from PIL import Image
+    from torchgeo.main import main
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        folder = tmp_path / 'scenes' / f'class{c}'
+        folder.mkdir(parents=True)
+        for i in range(4):
+            array = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(array).save(folder / f'{i}.png')
+    out = tmp_path / 'run'
+    main(
+        [
+            'fit',
+            f'--config={CONFIGS / "folder_small_cpu.yaml"}',
+            '--trainer.max_steps=2',
+            f'--trainer.default_root_dir={out}',
+            '--trainer.enable_model_summary=false',
+            '--model.init_args.input_size=32',
+            '--model.init_args.warmup_steps=1',
+            f'--data.init_args.root={tmp_path / "scenes"}',
+            '--data.init_args.batch_size=4',
+        ]
+    )
+    ckpts = list(out.rglob('last.ckpt'))
+    assert len(ckpts) == 1, list(out.rglob('*'))
+    state = torch.load(ckpts[0], map_location='cpu', weights_only=False)
+    assert state['hyper_parameters']['loss'] == 'normalized'
+    monitors = [v for k, v in state['callbacks'].items() if 'MultiScaleKNN' in k]
+    assert monitors and monitors[0]['history'][0]['step'] == 0  # random init
+    assert set(monitors[0]['history'][0]['accuracy']) == {'64px', '32px', '16px'}
+    assert list(out.rglob('reconstruction_summary.txt'))
+    assert all(str(p).startswith(str(out)) for p in out.rglob('*'))
+
+
 def test_cli_fit_then_resume_continues_step(tmp_path: Path) -> None:
     images = _png_folder(tmp_path / 'images', n=8)
     out = tmp_path / 'out'

@@ -9,13 +9,15 @@ import math
 import os
 import pickle
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.types import OptimizerLRScheduler
 from torch import Tensor
@@ -28,6 +30,7 @@ from ..models import ScaleMAEOutput
 from ._checkpoint import AtomicCheckpointIO
 from ._optim import (
     StepLambdaLR,
+    TimedWarmupCosine,
     WarmupCosine,
     fused_kernel_devices,
     param_groups,
@@ -139,12 +142,20 @@ class ScaleMAEPretraining(BaseTask):
     world_size``, and per-step linear warmup followed by a half-cycle cosine.
 
     Logged (to every logger in use): ``train_loss``, ``train_loss_low``,
-    ``train_loss_high``, ``train_psnr_low``, ``train_psnr_high``, ``train_pred_std``
-    and ``train_target_std`` (a prediction std collapsing towards zero while the
-    target's is not signals collapse), ``lr``, ``train_gsd_min``/``train_gsd_max``
-    (metres per pixel of the input), and every ``image_log_interval`` steps an
-    image grid (TensorBoard ``add_image``; a PNG under ``<log_dir>/images`` for the
-    CSV logger). No metric is copied to the host in the training step.
+    ``train_loss_high``, ``train_psnr_low``, ``train_psnr_high`` and the trivial
+    predictors' ``train_psnr_low_baseline`` (each image's mean colour over its
+    visible pixels) and ``train_psnr_high_baseline`` (zero), on the masked pixels in
+    the units the loss sees; ``train_pred_std_low``/``_high`` and
+    ``train_target_std_low``/``_high`` (a prediction std collapsing towards zero
+    while the target's is not signals collapse, and
+    :class:`~torchgeo_scalemae.callbacks.BandCollapseWarning` warns), ``lr``,
+    ``train_gsd_min``/``train_gsd_max`` (metres per pixel of the input), and every
+    ``image_log_interval`` steps an image grid of the same samples (TensorBoard
+    ``add_image``; a PNG under ``<log_dir>/images`` for the CSV logger). At the end
+    of a fit :class:`~torchgeo_scalemae.callbacks.ReconstructionSummary` prints both
+    bands against their baselines. With ``trainer.max_time`` and no step or epoch
+    bound the cosine follows the time budget. No metric is copied to the host in the
+    training step.
 
     .. versionadded:: 0.1
     """
@@ -160,7 +171,7 @@ class ScaleMAEPretraining(BaseTask):
         in_channels: int = 3,
         input_size: int = 224,
         mask_ratio: float = 0.75,
-        loss: Literal['reference', 'paper'] = 'reference',
+        loss: Literal['reference', 'paper', 'normalized'] = 'reference',
         default_gsd: float | None = None,
         reference_gsd: float = 1.0,
         crop_scale: tuple[float, float] = (0.2, 1.0),
@@ -182,6 +193,7 @@ class ScaleMAEPretraining(BaseTask):
         pair_kwargs: dict[str, Any] | None = None,
         retain_cpu_memory: bool = True,
         fused_adamw: bool | None = None,
+        collapse_patience: int = 5,
     ) -> None:
         """Initialise a new ScaleMAEPretraining task.
 
@@ -202,8 +214,10 @@ class ScaleMAEPretraining(BaseTask):
                 Must be a multiple of the patch size.
             mask_ratio: Fraction of patches removed, in ``[0, 1)``.
             loss: Band targets and losses: ``'reference'`` (the released code: full
-                low band, L2 + L2) or ``'paper'`` (the paper's band split, L1 on
-                the high band).
+                low band, L2 + L2), ``'paper'`` (the paper's band split, L1 on
+                the high band) or ``'normalized'`` (the reference bands with
+                per-patch normalised targets, MAE's ``norm_pix_loss``; the
+                small-budget recipes' choice, see the evaluation guide).
             default_gsd: GSD in metres per pixel used when a batch carries neither
                 ``gsd`` nor GeoDataset ``bounds``.
             reference_gsd: Reference GSD ``G`` in metres per pixel;
@@ -262,9 +276,25 @@ class ScaleMAEPretraining(BaseTask):
                 an optimiser that unscales its gradients itself. False uses torch's
                 default implementation.
 
+            collapse_patience: Warn once per band when its prediction's std stays
+                below a tenth of its target's for this many logged steps
+                (:class:`~torchgeo_scalemae.callbacks.BandCollapseWarning`, checked
+                every ``log_every_n_steps``); 0 disables. A
+                :class:`~torchgeo_scalemae.callbacks.BandCollapseWarning` in
+                ``trainer.callbacks`` replaces this one.
+
         Raises:
             ValueError: If an argument is out of range (the message names it).
         """
+        if (
+            isinstance(collapse_patience, bool)
+            or not isinstance(collapse_patience, int)
+            or collapse_patience < 0
+        ):
+            raise ValueError(
+                'collapse_patience must be an int >= 0 (0 disables), got '
+                f'{collapse_patience!r}'
+            )
         _validate_hparams(
             in_channels=in_channels,
             input_size=input_size,
@@ -289,6 +319,32 @@ class ScaleMAEPretraining(BaseTask):
         super().__init__()
         self._nonfinite: Tensor | None = None
         self._last_image_step = -1
+        self._image_samples: dict[str, Tensor] | None = None
+        self._image_noise: Tensor | None = None
+        #: Detached ``(4,)`` std of the low prediction, low target, high prediction
+        #: and high target at the last training step (read by
+        #: :class:`~torchgeo_scalemae.callbacks.BandCollapseWarning`).
+        self.band_std: Tensor | None = None
+
+    def configure_callbacks(self) -> list[Callback]:
+        """Install the reconstruction summary and the band-collapse warning.
+
+        Returns:
+            The callbacks Lightning adds to the trainer's.
+        """
+        from ..callbacks import BandCollapseWarning, ReconstructionSummary
+
+        trainer = self._trainer
+        present = list(getattr(trainer, 'callbacks', []))
+        # Lightning replaces trainer callbacks of a returned type: never return one
+        # the user configured
+        callbacks: list[Callback] = []
+        if not any(isinstance(c, ReconstructionSummary) for c in present):
+            callbacks.append(ReconstructionSummary())
+        patience = int(self.hparams.get('collapse_patience', 5))
+        if patience and not any(isinstance(c, BandCollapseWarning) for c in present):
+            callbacks.append(BandCollapseWarning(patience=patience))
+        return callbacks
 
     # ------------------------------------------------------------------ models
     def configure_models(self) -> None:
@@ -403,12 +459,14 @@ class ScaleMAEPretraining(BaseTask):
             # with max_steps set, Lightning estimates without loading the data; the
             # batch size and the epoch length (warmup_epochs) need it
             trainer.fit_loop.setup_data()
-        if not math.isfinite(total) or total < 1:
+        timer = _time_budget(trainer)
+        if timer is None and (not math.isfinite(total) or total < 1):
             raise ValueError(
                 f'cannot schedule the learning rate: the trainer estimates {total} '
-                'optimiser steps; set trainer.max_steps or trainer.max_epochs'
+                'optimiser steps; set trainer.max_steps, trainer.max_epochs or '
+                'trainer.max_time'
             )
-        total_steps = int(total)
+        total_steps = int(total) if math.isfinite(total) and total >= 1 else None
         accumulate = int(trainer.accumulate_grad_batches)
         lr = self.hparams['lr']
         if lr is None:
@@ -428,7 +486,7 @@ class ScaleMAEPretraining(BaseTask):
             steps_per_epoch = max(1, math.ceil(int(batches) / accumulate))
             warmup = round(self.hparams['warmup_epochs'] * steps_per_epoch)
         self.warmup_steps = int(warmup)
-        if self.warmup_steps >= total_steps:
+        if total_steps is not None and self.warmup_steps >= total_steps:
             warnings.warn(
                 f'the warmup ({self.warmup_steps} steps) is not shorter than the run '
                 f'({total_steps} optimiser steps): the learning rate only rises; '
@@ -447,9 +505,17 @@ class ScaleMAEPretraining(BaseTask):
             betas=tuple(self.hparams['betas']),
             fused=True if self._use_fused_adamw(groups) else None,
         )
-        schedule = WarmupCosine(
-            self.warmup_steps, total_steps, self.hparams['min_lr'] / self.peak_lr
-        )
+        min_ratio = self.hparams['min_lr'] / self.peak_lr
+        schedule: WarmupCosine
+        if timer is not None:
+            # stop at max_time: the cosine follows the time budget (and the step
+            # count when there is one), so it ends when the run does
+            schedule = TimedWarmupCosine(
+                self.warmup_steps, timer, total_steps, min_ratio
+            )
+        else:
+            assert total_steps is not None
+            schedule = WarmupCosine(self.warmup_steps, total_steps, min_ratio)
         scheduler = StepLambdaLR(optimizer, schedule)
         return {
             'optimizer': optimizer,
@@ -640,13 +706,22 @@ class ScaleMAEPretraining(BaseTask):
         mask = out.mask.float().reshape(-1, 1, grid, grid)
         mse_low = _masked_mse(pred_low, low_t, mask)
         mse_high = _masked_mse(pred_high, high_t, mask)
+        # the trivial predictors: each image's mean colour over its visible pixels
+        # for the low band, zero for the high band
+        mse_low_baseline = _masked_mse(_visible_mean(low_t, mask), low_t, mask)
+        mse_high_baseline = _masked_mse(torch.zeros_like(high_t), high_t, mask)
+        stds = torch.stack([pred_low.std(), low_t.std(), pred_high.std(), high_t.std()])
+        if self.training:
+            self.band_std = stds.detach()
         return {
-            'psnr_low': -10.0 * torch.log10(mse_low.clamp_min(1e-10)),
-            'psnr_high': -10.0 * torch.log10(mse_high.clamp_min(1e-10)),
-            'pred_std_low': pred_low.std(),
-            'pred_std_high': pred_high.std(),
-            'target_std_low': low_t.std(),
-            'target_std_high': high_t.std(),
+            'psnr_low': _psnr(mse_low),
+            'psnr_high': _psnr(mse_high),
+            'psnr_low_baseline': _psnr(mse_low_baseline),
+            'psnr_high_baseline': _psnr(mse_high_baseline),
+            'pred_std_low': stds[0],
+            'pred_std_high': stds[2],
+            'target_std_low': stds[1],
+            'target_std_high': stds[3],
         }
 
     def training_step(
@@ -715,9 +790,46 @@ class ScaleMAEPretraining(BaseTask):
         if not trainer.is_global_zero:
             return
         with torch.no_grad():
-            grid = self.reconstruction_grid(pair, out)
+            fixed, fixed_out = self._fixed_reconstruction(pair)
+            grid = self.reconstruction_grid(fixed, fixed_out)
         for logger in trainer.loggers:
             _log_image(logger, 'reconstruction', grid, step)
+
+    def _fixed_reconstruction(
+        self, pair: Mapping[str, Tensor], max_samples: int = 4
+    ) -> tuple[dict[str, Tensor], Any]:
+        """Reconstruct the same samples, with the same mask, at every logged step.
+
+        The first logged batch's first ``max_samples`` scale pairs and a mask drawn
+        once are kept; each call runs the model on them in evaluation mode, so the
+        grids of a run can be compared with one another.
+        """
+        if self._image_samples is None:
+            n = min(max_samples, int(pair['image'].shape[0]))
+            self._image_samples = {
+                key: pair[key][:n].detach().clone()
+                for key in ('image', 'target', 'gsd')
+            }
+            patch = int(self.model.patch_size)
+            h, w = (int(v) // patch for v in pair['image'].shape[-2:])
+            generator = torch.Generator().manual_seed(0)
+            self._image_noise = torch.rand(n, h * w, generator=generator).to(
+                pair['image'].device
+            )
+        fixed = self._image_samples
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            res = gsd_to_res(fixed['gsd'], self.hparams['reference_gsd'])
+            out = self.model(
+                fixed['image'],
+                res=res,
+                targets=fixed['target'],
+                noise=self._image_noise,
+            )
+        finally:
+            self.model.train(was_training)
+        return fixed, out
 
     def _is_last_step(self) -> bool:
         """Whether this optimiser step is the run's last (max_steps or max_epochs)."""
@@ -733,17 +845,31 @@ class ScaleMAEPretraining(BaseTask):
             and trainer.is_last_batch
         )
 
+    #: Column titles of :meth:`reconstruction_grid`.
+    GRID_COLUMNS: tuple[str, ...] = (
+        'input',
+        'masked input',
+        'low band',
+        'high band',
+        'both bands',
+        'with visible',
+        'target',
+    )
+
     def reconstruction_grid(
         self, pair: Mapping[str, Tensor], out: Any, max_samples: int = 4
     ) -> Tensor:
-        """Build the image grid of a step, one row per sample.
+        """Build the image grid of a step, one row per sample, titled columns.
 
-        Columns: input, masked input, low-band prediction, high-band prediction,
-        recombination of both bands, target. All shown at the target size ``2S``;
-        the first three bands (or band 0 as grey) are shown, each row stretched to
-        the target's range; the signed high band is shown with 0 as mid-grey and
-        plus or minus the largest absolute high-band target value as white or
-        black.
+        Columns (:attr:`GRID_COLUMNS`): input, masked input, low-band prediction,
+        high-band prediction, recombination of both bands, the recombination with
+        the visible patches of the target pasted back, and the target. All shown
+        at the target size ``2S``; the first three bands (or band 0 as grey) are
+        shown, each row stretched to the target's range; the signed high band is
+        shown with 0 as mid-grey and plus or minus the largest absolute high-band
+        target value as white or black. With ``normalize_targets`` the predictions
+        are per-patch normalised, and are shown rescaled with the target's patch
+        mean and std (as MAE's visualisations do).
 
         Args:
             pair: The scale pair (``image`` ``(B, C, S, S)``, ``target``
@@ -752,13 +878,14 @@ class ScaleMAEPretraining(BaseTask):
             max_samples: Number of rows.
 
         Returns:
-            A float ``(3, H, W)`` image in ``[0, 1]`` on the CPU.
+            A float ``(3, H, W)`` image in ``[0, 1]`` on the CPU, with a title row.
 
         .. versionadded:: 0.1
         """
         from torchvision.utils import make_grid
 
         from ..models.bands import recombine_bands
+        from ..models.loss import patch_statistics
 
         n = min(max_samples, int(pair['image'].shape[0]))
         image = pair['image'][:n].float()
@@ -768,9 +895,17 @@ class ScaleMAEPretraining(BaseTask):
         size = target.shape[-2:]
         patch = int(self.model.patch_size)
         grid = image.shape[-1] // patch
-        keep = 1.0 - out.mask[:n].float().reshape(n, 1, grid, grid)
-        keep = F.interpolate(keep, size=image.shape[-2:], mode='nearest')
+        low_t, high_t = self.model.loss.targets(target, tuple(pred_low.shape[-2:]))
+        if getattr(self.model.loss, 'normalize_targets', False):
+            mean, std = patch_statistics(low_t, patch)
+            pred_low = pred_low * std + mean
+            mean, std = patch_statistics(high_t, 2 * patch)
+            pred_high = pred_high * std + mean
+        removed = out.mask[:n].float().reshape(n, 1, grid, grid)
+        keep = 1.0 - F.interpolate(removed, size=image.shape[-2:], mode='nearest')
+        keep_target = 1.0 - F.interpolate(removed, size=size, mode='nearest')
         recombined = recombine_bands(pred_low, pred_high, self.model.loss.high_blur)
+        pasted = keep_target * target + (1.0 - keep_target) * recombined
 
         def up(x: Tensor) -> Tensor:
             return F.interpolate(x, size=size, mode='nearest')
@@ -782,7 +917,6 @@ class ScaleMAEPretraining(BaseTask):
             return ((x - lo) / (hi - lo).clamp_min(1e-8)).clamp(0, 1)
 
         # the high band is signed: show 0 as mid-grey, scaled by the target's band
-        _, high_t = self.model.loss.targets(target, tuple(pred_low.shape[-2:]))
         h_hi = high_t.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
         h_lo = -h_hi
         columns = [
@@ -791,14 +925,81 @@ class ScaleMAEPretraining(BaseTask):
             stretch(up(pred_low)),
             stretch(pred_high, h_lo, h_hi),
             stretch(recombined),
+            stretch(pasted),
             stretch(target),
         ]
-        tiles = torch.stack([_to_rgb(c) for c in columns], dim=1)  # (n, 6, 3, H, W)
+        tiles = torch.stack([_to_rgb(c) for c in columns], dim=1)  # (n, 7, 3, H, W)
         tiles = tiles.reshape(-1, *tiles.shape[2:])
         image_grid: Tensor = make_grid(
             tiles.cpu(), nrow=len(columns), padding=2, pad_value=1.0
         )
-        return image_grid
+        return _with_titles(image_grid, self.GRID_COLUMNS, int(size[-1]) + 2)
+
+
+def _with_titles(grid: Tensor, titles: Sequence[str], column_width: int) -> Tensor:
+    """Prepend a white row with one centred title per grid column."""
+    from PIL import Image, ImageDraw
+
+    height = 14
+    canvas = Image.new('RGB', (int(grid.shape[-1]), height), 'white')
+    draw = ImageDraw.Draw(canvas)
+    for index, title in enumerate(titles):
+        left, _, right, _ = draw.textbbox((0, 0), title)
+        x = 2 + index * column_width + max(0, (column_width - (right - left)) // 2)
+        draw.text((x, 1), title, fill='black')
+    header = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)
+    return torch.cat([header.permute(2, 0, 1), grid], dim=1)
+
+
+class _TimeFraction:
+    """Fraction of a Lightning :class:`~lightning.pytorch.callbacks.Timer` budget spent.
+
+    Reads the training time of the timer (restored on resumption), so a resumed run
+    continues its time-based schedule.
+    """
+
+    def __init__(self, timer: Any) -> None:
+        self.timer = timer
+
+    def __call__(self) -> float:
+        elapsed = float(self.timer.time_elapsed('train'))
+        remaining = self.timer.time_remaining('train')
+        if remaining is None:
+            return 0.0
+        total = elapsed + max(0.0, float(remaining))
+        return elapsed / total if total > 0 else 1.0
+
+
+def _time_budget(trainer: Any) -> _TimeFraction | None:
+    """The time-budget fraction of ``trainer.max_time``, or None without one."""
+    from lightning.pytorch.callbacks import Timer
+
+    for callback in getattr(trainer, 'callbacks', []):
+        if isinstance(callback, Timer) and callback.time_remaining('train') is not None:
+            return _TimeFraction(callback)
+    return None
+
+
+def _psnr(mse: Tensor) -> Tensor:
+    """PSNR in dB of a mean squared error, for targets of unit peak."""
+    return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+def _visible_mean(target: Tensor, patch_mask: Tensor) -> Tensor:
+    """Each image's per-channel mean over its visible pixels, broadcast to its size.
+
+    Args:
+        target: ``(B, C, H, W)``.
+        patch_mask: ``(B, 1, h, w)`` with 1 on removed patches.
+
+    Returns:
+        ``(B, C, H, W)``: the prediction of a decoder that only copies the mean colour
+        of what it sees.
+    """
+    keep = 1.0 - F.interpolate(patch_mask, size=target.shape[-2:], mode='nearest')
+    total = keep.sum(dim=(2, 3), keepdim=True).clamp_min(1.0)
+    mean = (target * keep).sum(dim=(2, 3), keepdim=True) / total
+    return mean.expand_as(target)
 
 
 def _masked_mse(pred: Tensor, target: Tensor, patch_mask: Tensor) -> Tensor:
@@ -848,8 +1049,8 @@ def _validate_hparams(**kw: Any) -> None:
             raise bad(name, 'a positive int')
     if not 0.0 <= kw['mask_ratio'] < 1.0:
         raise bad('mask_ratio', 'in [0, 1)')
-    if kw['loss'] not in ('reference', 'paper'):
-        raise bad('loss', "'reference' or 'paper'")
+    if kw['loss'] not in ('reference', 'paper', 'normalized'):
+        raise bad('loss', "'reference', 'paper' or 'normalized'")
     for name in ('default_gsd', 'lr', 'reference_gsd', 'base_lr'):
         value = kw[name]
         if value is not None and (not math.isfinite(value) or value <= 0):
