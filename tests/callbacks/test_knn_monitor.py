@@ -43,6 +43,7 @@ def _fit(tmp_path: Path, monitor: MultiScaleKNNMonitor, steps: int = 2) -> L.Tra
     )
     trainer = L.Trainer(
         accelerator='cpu',
+        limit_val_batches=0,
         max_steps=steps,
         logger=CSVLogger(str(tmp_path), name='logs'),
         enable_checkpointing=False,
@@ -104,6 +105,7 @@ def test_monitor_disables_itself_on_an_unlabelled_training_folder(
     )
     trainer = L.Trainer(
         accelerator='cpu',
+        limit_val_batches=0,
         max_steps=1,
         logger=False,
         enable_checkpointing=False,
