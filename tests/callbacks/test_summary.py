@@ -16,6 +16,7 @@ def _trainer(tmp_path: Path, metrics: dict[str, float]) -> Any:
         global_step=150,
         log_dir=str(tmp_path),
         is_global_zero=True,
+        loggers=[object()],
     )
 
 
@@ -49,3 +50,15 @@ def test_summary_without_metrics_writes_nothing(tmp_path: Path) -> None:
 def test_bad_margin(margin: Any) -> None:
     with pytest.raises(ValueError, match='margin must be a finite number'):
         ReconstructionSummary(margin=margin)
+
+
+def test_summary_without_logger_only_prints(tmp_path: Path) -> None:
+    summary = ReconstructionSummary()
+    trainer = _trainer(
+        tmp_path,
+        {'train_psnr_low_epoch': 1.0, 'train_psnr_low_baseline_epoch': 0.5},
+    )
+    trainer.loggers = []
+    summary.on_train_end(trainer, None)  # type: ignore[arg-type]
+    assert summary.rows == [('low', 1.0, 0.5)]
+    assert not (tmp_path / 'reconstruction_summary.txt').exists()

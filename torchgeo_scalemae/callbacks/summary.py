@@ -23,8 +23,8 @@ class ReconstructionSummary(Callback):
     zero), as logged by :class:`~torchgeo_scalemae.tasks.ScaleMAEPretraining` on the
     masked pixels, in the units the loss sees. A band whose PSNR is not above its
     baseline (by at least ``margin`` dB) has learned nothing a constant could not do. The text is printed and
-    written to ``<log_dir>/reconstruction_summary.txt``; :attr:`rows` keeps the
-    numbers.
+    written to ``<log_dir>/reconstruction_summary.txt`` when the trainer has a
+    logger; :attr:`rows` keeps the numbers.
 
     :class:`~torchgeo_scalemae.tasks.ScaleMAEPretraining` installs one by default.
 
@@ -80,7 +80,8 @@ class ReconstructionSummary(Callback):
             return
         self.text = '\n'.join(lines)
         rank_zero_info(self.text)
-        log_dir = trainer.log_dir
+        # without a logger there is no run folder: print only
+        log_dir = trainer.log_dir if getattr(trainer, 'loggers', None) else None
         if log_dir is not None and trainer.is_global_zero:
             path = Path(log_dir) / 'reconstruction_summary.txt'
             path.parent.mkdir(parents=True, exist_ok=True)
