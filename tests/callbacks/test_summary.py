@@ -55,8 +55,7 @@ def test_bad_margin(margin: Any) -> None:
 def test_summary_without_logger_only_prints(tmp_path: Path) -> None:
     summary = ReconstructionSummary()
     trainer = _trainer(
-        tmp_path,
-        {'train_psnr_low_epoch': 1.0, 'train_psnr_low_baseline_epoch': 0.5},
+        tmp_path, {'train_psnr_low_epoch': 1.0, 'train_psnr_low_baseline_epoch': 0.5}
     )
     trainer.loggers = []
     summary.on_train_end(trainer, None)  # type: ignore[arg-type]
