@@ -316,19 +316,14 @@ def encoder_for(
     args: argparse.Namespace, method: str, weights: str | None
 ) -> nn.Module:
     kwargs = {'embed_dim': args.embed_dim, 'depth': args.depth, 'num_heads': args.heads}
+    seed_everything(0)  # 'random' is the Scale-MAE encoder at this initialisation
     if method == 'mae':
         encoder = build_encoder(MAE_MODEL, model_kwargs={'img_size': args.input_size})
     else:
         encoder = build_encoder(
             'scalemae_vit', model_kwargs={**kwargs, 'patch_size': 16}
         )
-    if weights is None:
-        seed_everything(0)
-        if method != 'mae':  # the Scale-MAE encoder at its random initialisation
-            encoder = build_encoder(
-                'scalemae_vit', model_kwargs={**kwargs, 'patch_size': 16}
-            )
-    else:
+    if weights is not None:
         load_encoder_weights(encoder, weights)
     return encoder.eval()
 

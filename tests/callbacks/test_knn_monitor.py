@@ -33,10 +33,20 @@ def _labelled_folder(root: Path, classes: int = 2, per_class: int = 6) -> Path:
     return root
 
 
-def _fit(tmp_path: Path, monitor: MultiScaleKNNMonitor, steps: int = 2) -> L.Trainer:
-    root = tmp_path / 'scenes'
+def _fit(
+    tmp_path: Path,
+    monitor: MultiScaleKNNMonitor,
+    steps: int = 2,
+    gsd: float = 2.0,
+    batch_size: int = 4,
+    quiet: bool = True,
+) -> L.Trainer:
     datamodule = ImageFolderGSDDataModule(
-        str(root), gsd=2.0, batch_size=4, val_split_pct=0.0, test_split_pct=0.0
+        str(tmp_path / 'scenes'),
+        gsd=gsd,
+        batch_size=batch_size,
+        val_split_pct=0.0,
+        test_split_pct=0.0,
     )
     task = ScaleMAEPretraining(
         model=TINY, input_size=32, lr=1e-3, warmup_steps=1, image_log_interval=0
@@ -53,7 +63,8 @@ def _fit(tmp_path: Path, monitor: MultiScaleKNNMonitor, steps: int = 2) -> L.Tra
         callbacks=[monitor],
     )
     with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
+        if quiet:
+            warnings.simplefilter('ignore')
         trainer.fit(task, datamodule=datamodule)
     return trainer
 
@@ -97,23 +108,8 @@ def test_monitor_disables_itself_on_an_unlabelled_training_folder(
     for i in range(4):
         Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(flat / f'{i}.png')
     monitor = MultiScaleKNNMonitor(every_n_steps=1)
-    datamodule = ImageFolderGSDDataModule(
-        str(flat), gsd=1.0, batch_size=2, val_split_pct=0.0, test_split_pct=0.0
-    )
-    task = ScaleMAEPretraining(
-        model=TINY, input_size=32, lr=1e-3, warmup_steps=1, image_log_interval=0
-    )
-    trainer = L.Trainer(
-        accelerator='cpu',
-        limit_val_batches=0,
-        max_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        callbacks=[monitor],
-    )
     with pytest.warns(UserWarning, match='MultiScaleKNNMonitor is disabled'):
-        trainer.fit(task, datamodule=datamodule)
+        _fit(tmp_path, monitor, steps=1, gsd=1.0, batch_size=2, quiet=False)
     assert monitor.disabled and monitor.history == []
 
 

@@ -9,6 +9,8 @@ from typing import Any
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from ._checks import positive_int
+
 __all__ = ('BandCollapseWarning',)
 
 _BANDS = ('low', 'high')
@@ -61,17 +63,8 @@ class BandCollapseWarning(Callback):
             raise TypeError(f'ratio must be a number, got {ratio!r}')
         if not (math.isfinite(ratio) and 0 < ratio < 1):
             raise ValueError(f'ratio must be in (0, 1), got {ratio!r}')
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ValueError(f'patience must be a positive int, got {patience!r}')
-        if check_every_n_steps is not None and (
-            isinstance(check_every_n_steps, bool)
-            or not isinstance(check_every_n_steps, int)
-            or check_every_n_steps < 1
-        ):
-            raise ValueError(
-                'check_every_n_steps must be a positive int or None, got '
-                f'{check_every_n_steps!r}'
-            )
+        positive_int(patience, 'patience')
+        positive_int(check_every_n_steps, 'check_every_n_steps', allow_none=True)
         self.ratio = float(ratio)
         self.patience = patience
         self.check_every_n_steps = check_every_n_steps

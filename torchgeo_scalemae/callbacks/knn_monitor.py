@@ -17,16 +17,9 @@ from ..evaluation.knn import knn_accuracy
 from ..evaluation.report import ScaleResult, format_gsd
 from ..evaluation.scales import check_scales, resize_to_scale
 from ..gsd import gsd_to_res
+from ._checks import positive_int as _positive_int
 
 __all__ = ('MultiScaleKNNMonitor',)
-
-
-def _positive_int(value: Any, name: str, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        rule = 'a positive int or None' if allow_none else 'a positive int'
-        raise ValueError(f'{name} must be {rule}, got {value!r}')
 
 
 class MultiScaleKNNMonitor(Callback):

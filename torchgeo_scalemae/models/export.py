@@ -100,6 +100,32 @@ def _encoder_config(encoder: ScaleMAEEncoder) -> dict[str, Any]:
     }
 
 
+def _encoder_of(
+    checkpoint: Mapping[str, Any], path: str | os.PathLike[str]
+) -> ScaleMAEEncoder:
+    """The encoder of a checkpoint read by :func:`read_pretraining_checkpoint`."""
+    hparams = checkpoint['hyper_parameters']
+    try:
+        encoder = _full_model(hparams).encoder
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f'cannot rebuild the model of {str(path)!r} from its hyperparameters '
+            f'(model={hparams.get("model")!r}): {err}'
+        ) from err
+    state_dict = {
+        k[len(_PREFIX) :]: v
+        for k, v in checkpoint['state_dict'].items()
+        if k.startswith(_PREFIX)
+    }
+    try:
+        encoder.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f'the encoder weights of {str(path)!r} do not fit its architecture: {err}'
+        ) from err
+    return encoder.eval()
+
+
 def encoder_from_checkpoint(path: str | os.PathLike[str]) -> ScaleMAEEncoder:
     """Return the :class:`ScaleMAEEncoder` of a ``ScaleMAEPretraining`` checkpoint.
 
@@ -127,27 +153,7 @@ def encoder_from_checkpoint(path: str | os.PathLike[str]) -> ScaleMAEEncoder:
 
     .. versionadded:: 0.2
     """
-    checkpoint = read_pretraining_checkpoint(path)
-    hparams = checkpoint['hyper_parameters']
-    try:
-        encoder = _full_model(hparams).encoder
-    except (TypeError, ValueError) as err:
-        raise ValueError(
-            f'cannot rebuild the model of {str(path)!r} from its hyperparameters '
-            f'(model={hparams.get("model")!r}): {err}'
-        ) from err
-    state_dict = {
-        k[len(_PREFIX) :]: v
-        for k, v in checkpoint['state_dict'].items()
-        if k.startswith(_PREFIX)
-    }
-    try:
-        encoder.load_state_dict(state_dict, strict=True)
-    except RuntimeError as err:
-        raise ValueError(
-            f'the encoder weights of {str(path)!r} do not fit its architecture: {err}'
-        ) from err
-    return encoder.eval()
+    return _encoder_of(read_pretraining_checkpoint(path), path)
 
 
 def export_encoder(
@@ -178,8 +184,9 @@ def export_encoder(
         raise ValueError(f'output must end in .safetensors, got {str(output)!r}')
     if not out.parent.is_dir():
         raise FileNotFoundError(f'output folder does not exist: {str(out.parent)!r}')
-    hparams = read_pretraining_checkpoint(checkpoint)['hyper_parameters']
-    encoder = encoder_from_checkpoint(checkpoint)
+    content = read_pretraining_checkpoint(checkpoint)
+    hparams = content['hyper_parameters']
+    encoder = _encoder_of(content, checkpoint)
     tensors: dict[str, Tensor] = {
         k: v.detach().contiguous() for k, v in encoder.state_dict().items()
     }
