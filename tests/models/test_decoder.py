@@ -5,9 +5,8 @@ from torch import nn
 from torchgeo_scalemae.models import (
     BandpassDecoder,
     ChannelLayerNorm,
-    FastConv2d,
-    FastConvTranspose2d,
     head_upsampling_factors,
+    set_fast_path,
 )
 
 
@@ -21,63 +20,6 @@ def test_channel_layernorm_is_not_groupnorm() -> None:
     gn = nn.functional.group_norm(x, 1, eps=1e-6)
     assert not torch.allclose(norm(x), gn, atol=1e-3)
     assert set(dict(norm.named_parameters())) == {'ln.weight', 'ln.bias'}
-
-
-@pytest.mark.parametrize(
-    ('cin', 'cout', 'k'), [(16, 8, 4), (8, 3, 2), (6, 6, 7), (4, 3, 1)]
-)
-@pytest.mark.parametrize('channels_last', [False, True])
-def test_fast_conv_transpose_exact(
-    cin: int, cout: int, k: int, channels_last: bool
-) -> None:
-    layer = FastConvTranspose2d(cin, cout, k, stride=k)
-    x = torch.randn(2, cin, 3, 5, requires_grad=True)
-    if channels_last:
-        x = x.detach().contiguous(memory_format=torch.channels_last).requires_grad_()
-    fast = layer(x)
-    grads_fast = torch.autograd.grad(fast.square().sum(), [x, layer.weight, layer.bias])
-    layer.fast = False
-    slow = layer(x)
-    grads_slow = torch.autograd.grad(slow.square().sum(), [x, layer.weight, layer.bias])
-    assert fast.shape == (2, cout, 3 * k, 5 * k)
-    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
-    for a, b in zip(grads_fast, grads_slow, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
-    assert layer.weight.shape == nn.ConvTranspose2d(cin, cout, k, stride=k).weight.shape
-
-
-@pytest.mark.parametrize(
-    'kwargs',
-    [
-        {'in_channels': 8, 'out_channels': 12, 'kernel_size': 1},
-        {
-            'in_channels': 8,
-            'out_channels': 4,
-            'kernel_size': 3,
-            'padding': 1,
-            'groups': 4,
-        },
-        {
-            'in_channels': 8,
-            'out_channels': 8,
-            'kernel_size': 3,
-            'padding': 1,
-            'groups': 8,
-        },
-        {'in_channels': 8, 'out_channels': 6, 'kernel_size': 3, 'padding': 1},
-    ],
-)
-def test_fast_conv_exact(kwargs: dict[str, int]) -> None:
-    layer = FastConv2d(**kwargs)
-    x = torch.randn(2, 8, 7, 9, requires_grad=True)
-    fast = layer(x)
-    g_fast = torch.autograd.grad(fast.square().sum(), [x, layer.weight])
-    layer.fast = False
-    slow = layer(x)
-    g_slow = torch.autograd.grad(slow.square().sum(), [x, layer.weight])
-    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
-    for a, b in zip(g_fast, g_slow, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)
 
 
 def test_head_factors() -> None:
@@ -162,8 +104,46 @@ def test_fused_attention_and_bad_config() -> None:
         BandpassDecoder(24, embed_dim=18, num_heads=4)
     with pytest.raises(ValueError, match='fcn_dim must be a positive multiple of 4'):
         BandpassDecoder(24, embed_dim=16, num_heads=2, fcn_dim=6)
-    with pytest.raises(ValueError, match='out_chans must be positive'):
+    with pytest.raises(ValueError, match='out_chans must be a positive int, got 0'):
         BandpassDecoder(24, 0, embed_dim=16, num_heads=2)
+    with pytest.raises(ValueError, match='num_heads must be a positive int, got 0'):
+        BandpassDecoder(24, embed_dim=16, num_heads=0)
+    with pytest.raises(ValueError, match='decoder depth must be an int >= 0, got -1'):
+        BandpassDecoder(24, embed_dim=16, num_heads=2, depth=-1)
+
+
+def test_plain_modules_and_state_dict_keys() -> None:
+    """Plain torch layers, so the state dict is the stock (released) layout."""
+    dec = BandpassDecoder(24, 3, 16, embed_dim=16, depth=1, num_heads=2, fcn_dim=8)
+    kinds = {type(m) for m in dec.modules()}
+    assert nn.Conv2d in kinds and nn.ConvTranspose2d in kinds
+    assert all(
+        type(m).__module__.startswith(
+            (
+                'torch',
+                'timm',
+                'torchgeo_scalemae.models.decoder',
+                'torchgeo_scalemae.models.pos_embed',
+            )
+        )
+        for m in dec.modules()
+    )
+    keys = set(dec.state_dict())
+    assert {'head_low.proj.weight', 'head_low.pred.1.weight', 'up_low.0.weight'} <= keys
+    fast = BandpassDecoder(
+        24, 3, 16, embed_dim=16, depth=1, num_heads=2, fcn_dim=8, fast_path=True
+    )
+    assert set(fast.state_dict()) == keys
+
+
+def test_set_fast_path_validates() -> None:
+    with pytest.raises(TypeError, match=r'must be a torch\.nn\.Module, got int'):
+        set_fast_path(3, True)  # type: ignore[arg-type]
+    dec = BandpassDecoder(24, 3, 16, embed_dim=16, depth=1, num_heads=2, fcn_dim=8)
+    with pytest.raises(TypeError, match="enabled must be a bool, got 'yes'"):
+        set_fast_path(dec, 'yes')  # type: ignore[arg-type]
+    set_fast_path(nn.Sequential(dec))
+    assert dec.fast_path
 
 
 def test_decoder_runs_in_bf16_under_autocast() -> None:
@@ -196,7 +176,7 @@ def test_decoder_runs_in_bf16_under_autocast() -> None:
 def test_recompute_heads_same_gradients_less_saved(checkpoint_heads: bool) -> None:
     torch.manual_seed(0)
     dec = BandpassDecoder(
-        24, 3, 16, embed_dim=16, depth=1, num_heads=2, fcn_dim=8
+        24, 3, 16, embed_dim=16, depth=1, num_heads=2, fcn_dim=8, fast_path=True
     ).train()
     dec.checkpoint_heads = checkpoint_heads
     latent = torch.randn(2, 2, 24)
@@ -228,38 +208,13 @@ def test_recompute_heads_same_gradients_less_saved(checkpoint_heads: bool) -> No
         assert bytes_b < bytes_a
 
 
-@pytest.mark.parametrize(
-    ('up_bias', 'point_bias'), [(True, True), (False, True), (True, False)]
-)
-def test_conv_transpose_then_pointwise_composes(
-    up_bias: bool, point_bias: bool
-) -> None:
-    torch.manual_seed(0)
-    up = FastConvTranspose2d(6, 5, 2, stride=2, bias=up_bias).double()
-    point = FastConv2d(5, 7, 1, bias=point_bias).double()
-    x = torch.randn(2, 6, 3, 4, dtype=torch.float64, requires_grad=True)
-    params = [x, *up.parameters(), *point.parameters()]
-    fused = up.forward_then_pointwise(x, point)
-    g = torch.randn_like(fused)
-    grads_fused = torch.autograd.grad(fused, params, g)
-    up.fast = point.fast = False
-    plain = point(up(x))
-    grads_plain = torch.autograd.grad(plain, params, g)
-    assert fused.shape == plain.shape == (2, 7, 6, 8)
-    torch.testing.assert_close(fused, plain, rtol=1e-10, atol=1e-12)
-    for a, b in zip(grads_fused, grads_plain, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
-    # off the fast path it is the plain composition
-    torch.testing.assert_close(up.forward_then_pointwise(x, point), plain)
-
-
 @pytest.mark.parametrize('progressive', [False, True])
 @pytest.mark.parametrize('independent', [True, False])
 @pytest.mark.parametrize('checkpoint_heads', [False, True])
 def test_fast_decoder_equals_stock_decoder(
     progressive: bool, independent: bool, checkpoint_heads: bool
 ) -> None:
-    """Composed projections, fused stages and fast layers vs the stock operators."""
+    """The fast path (composed projections, fused stages) vs the plain modules."""
     torch.manual_seed(0)
     dec = (
         BandpassDecoder(
@@ -273,6 +228,7 @@ def test_fast_decoder_equals_stock_decoder(
             progressive=progressive,
             independent_heads=independent,
             checkpoint_heads=checkpoint_heads,
+            fast_path=True,
         )
         .double()
         .train()
@@ -288,7 +244,8 @@ def test_fast_decoder_equals_stock_decoder(
         return [low, high, *(p.grad.clone() for p in dec.parameters())]
 
     fast = run()
-    dec.set_fast_ops(False)
+    set_fast_path(dec, False)
+    assert not dec.fast_path
     stock = run()
     for a, b in zip(fast, stock, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

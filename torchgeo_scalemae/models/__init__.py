@@ -15,12 +15,10 @@ from .checkpoint import (
 from .decoder import (
     BandpassDecoder,
     ChannelLayerNorm,
-    FastConv2d,
-    FastConvTranspose2d,
     FeatureMappingBlock,
     LaplacianHead,
     head_upsampling_factors,
-    set_fast_ops,
+    set_fast_path,
 )
 from .encoder import (
     EncoderOutput,
@@ -60,8 +58,6 @@ __all__ = (
     'BandpassLoss',
     'ChannelLayerNorm',
     'EncoderOutput',
-    'FastConv2d',
-    'FastConvTranspose2d',
     'FeatureMappingBlock',
     'GSDPositionalEmbedding',
     'LaplacianHead',
@@ -94,5 +90,5 @@ __all__ = (
     'scalemae_vit_huge_patch14',
     'scalemae_vit_large_patch16',
     'scalemae_vit_tiny_patch16',
-    'set_fast_ops',
+    'set_fast_path',
 )

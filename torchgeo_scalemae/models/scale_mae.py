@@ -135,7 +135,7 @@ class ScaleMAE(nn.Module):
         mask_ratio: float = 0.75,
         res: float = 1.0,
         drop_path_rate: float = 0.0,
-        fast_ops: bool = True,
+        fast_path: bool = False,
         checkpoint_heads: bool = False,
         per_patch_loss: bool = True,
         recompute_heads: bool = False,
@@ -168,13 +168,14 @@ class ScaleMAE(nn.Module):
             mask_ratio: default fraction of patches removed, in [0, 1).
             res: default per-sample scale when ``forward`` gets no ``res``.
             drop_path_rate: stochastic depth of the encoder (0 in the reference).
-            fast_ops: exact fast layer implementations in the decoder.
+            fast_path: run the decoder's branches and heads on the exact fast
+                path (:mod:`~torchgeo_scalemae.models.fast`; same weights).
             checkpoint_heads: activation checkpointing of the Laplacian heads.
             per_patch_loss: per-patch masked sums in the loss (exact, cheaper).
-            recompute_heads: store two full-resolution maps per Laplacian head
-                instead of six, recomputing the other four (the GELU outputs and
-                the 1x1 convolution's output) in the backward pass (exact; less
-                memory for one extra per-pixel matrix product).
+            recompute_heads: on the fast path, store two full-resolution maps per
+                Laplacian head instead of six, recomputing the other four (the
+                GELU outputs and the 1x1 convolution's output) in the backward
+                pass (exact; less memory for one extra per-pixel matrix product).
 
         Raises:
             ValueError: for inconsistent settings.
@@ -208,7 +209,7 @@ class ScaleMAE(nn.Module):
             fcn_layers=fcn_layers,
             independent_heads=independent_fcn_head,
             progressive=progressive,
-            fast_ops=fast_ops,
+            fast_path=fast_path,
             checkpoint_heads=checkpoint_heads,
             recompute_heads=recompute_heads,
         )

@@ -1,15 +1,22 @@
+from typing import Any
+
 import pytest
 import torch
 from torch import nn
 
-from torchgeo_scalemae.models.decoder import LaplacianHead, set_fast_ops
-from torchgeo_scalemae.models.fused_head import full_resolution_stage
+from torchgeo_scalemae.models.decoder import LaplacianHead
+from torchgeo_scalemae.models.fast.fused_head import full_resolution_stage
+from torchgeo_scalemae.models.fast.heads import can_fuse, laplacian_head
 
 
 def _grads(
-    head: LaplacianHead, x: torch.Tensor, g: torch.Tensor | None = None
+    head: LaplacianHead,
+    x: torch.Tensor,
+    g: torch.Tensor | None = None,
+    fast: bool = True,
+    **kwargs: Any,
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    out = head(x)
+    out = laplacian_head(head, x, **kwargs) if fast else head(x)
     if g is None:
         g = torch.randn_like(out)
     inputs = [x, *head.parameters()]
@@ -17,14 +24,13 @@ def _grads(
 
 
 def _fused_and_stock(
-    head: LaplacianHead, x: torch.Tensor
+    head: LaplacianHead, x: torch.Tensor, **kwargs: Any
 ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
-    """Output and gradients with the fast paths, then with the stock layers (left on)."""
+    """Output and gradients on the fast path, then with the head's own modules."""
     with torch.no_grad():
         g = torch.randn_like(head(x))
-    fused, grads_fused = _grads(head, x, g)
-    set_fast_ops(head, False)
-    stock, grads_stock = _grads(head, x, g)
+    fused, grads_fused = _grads(head, x, g, **kwargs)
+    stock, grads_stock = _grads(head, x, g, fast=False)
     return fused, grads_fused, stock, grads_stock
 
 
@@ -37,19 +43,18 @@ def test_fused_stage_equals_stock_layers_float64(
     """Forward and every gradient equal the layer-by-layer stock operators."""
     torch.manual_seed(0)
     head = LaplacianHead(16, 16, 2, 3, factors).double()
-    head.chunk_bytes, head.recompute = chunk_bytes, recompute
     x = torch.randn(3, 16, 3, 2, dtype=torch.float64, requires_grad=True)
-    assert head.can_fuse()
+    assert can_fuse(head)
     fused, grads_fused = _grads(
         head,
         x,
         g := torch.randn(
             3, 3, *(factors[0] * factors[1] * s for s in (3, 2)), dtype=torch.float64
         ),
+        chunk_bytes=chunk_bytes,
+        recompute=recompute,
     )
-    set_fast_ops(head, False)
-    assert not head.can_fuse()
-    stock, grads_stock = _grads(head, x, g)
+    stock, grads_stock = _grads(head, x, g, fast=False)
     assert fused.shape == stock.shape
     torch.testing.assert_close(fused, stock, rtol=1e-10, atol=1e-12)
     for a, b in zip(grads_fused, grads_stock, strict=True):
@@ -75,10 +80,9 @@ def test_frozen_parameters_and_input_without_grad() -> None:
     for name, p in head.named_parameters():
         p.requires_grad_(name not in frozen)
     x = torch.randn(2, 16, 2, 2, dtype=torch.float64)  # no grad
-    head(x).square().sum().backward()
+    laplacian_head(head, x).square().sum().backward()
     fused = {n: p.grad for n, p in head.named_parameters()}
     head.zero_grad(set_to_none=True)
-    set_fast_ops(head, False)
     head(x).square().sum().backward()
     for name, p in head.named_parameters():
         if name in frozen:
@@ -92,7 +96,7 @@ def test_backward_twice_with_retain_graph() -> None:
     torch.manual_seed(0)
     head = LaplacianHead(16, 16, 1, 3)
     x = torch.randn(2, 16, 2, 2, requires_grad=True)
-    out = head(x)
+    out = laplacian_head(head, x)
     first = torch.autograd.grad(out.sum(), [x, *head.parameters()], retain_graph=True)
     second = torch.autograd.grad(out.sum(), [x, *head.parameters()])
     for a, b in zip(first, second, strict=True):
@@ -104,7 +108,7 @@ def test_autocast_runs_in_bf16_with_float32_parameter_grads() -> None:
     head = LaplacianHead(16, 16, 1, 3)
     x = torch.randn(2, 16, 3, 3, requires_grad=True)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = head(x)
+        out = laplacian_head(head, x)
     assert out.dtype == torch.bfloat16
     out.float().square().mean().backward()
     want = head(x.detach())  # float32 reference
@@ -116,12 +120,15 @@ def test_autocast_runs_in_bf16_with_float32_parameter_grads() -> None:
 
 def test_not_fused_for_other_layouts() -> None:
     head = LaplacianHead(16, 16, 1, 3)
-    assert head.can_fuse()
+    assert can_fuse(head)
     head.pred[2] = nn.GELU(approximate='tanh')
-    assert not head.can_fuse()
+    assert not can_fuse(head)
+    x = torch.randn(2, 16, 2, 2)
+    # another layout runs the head's own modules
+    torch.testing.assert_close(laplacian_head(head, x), head(x))
     head = LaplacianHead(16, 16, 1, 3)
     head.pred[3].padding = (0, 0)
-    assert not head.can_fuse()
+    assert not can_fuse(head)
 
 
 def test_validates_shapes_and_chunk() -> None:
@@ -152,15 +159,15 @@ def test_validates_shapes_and_chunk() -> None:
 def test_fused_stage_on_cuda_equals_stock_layers(recompute: bool) -> None:
     torch.manual_seed(0)
     head = LaplacianHead(32, 32, 1, 3).cuda()
-    head.recompute = recompute
     x = torch.randn(3, 32, 4, 4, device='cuda', requires_grad=True)
-    fused, grads_fused, stock, grads_stock = _fused_and_stock(head, x)
+    fused, grads_fused, stock, grads_stock = _fused_and_stock(
+        head, x, recompute=recompute
+    )
     torch.testing.assert_close(fused, stock, rtol=1e-4, atol=1e-5)
     for a, b in zip(grads_fused, grads_stock, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
-    set_fast_ops(head, True)
     with torch.autocast('cuda', dtype=torch.bfloat16):
-        out = head(x)
+        out = laplacian_head(head, x)
     assert out.dtype == torch.bfloat16
     out.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in head.parameters())

@@ -3,7 +3,7 @@
 """The full-resolution stage of a Laplacian head as one fused, batch-chunked operator.
 
 A Laplacian head ends with ``ConvTranspose (k1 x) -> GELU -> grouped 3x3 conv ->
-GELU -> 1x1 conv -> GELU -> ConvTranspose (k2 x)`` (spec section 4). Everything
+GELU -> 1x1 conv -> GELU -> ConvTranspose (k2 x)`` (paper Fig. 2). Everything
 after the first transposed convolution runs at the prediction's resolution (224 x
 224 x 256 per image for the recipe's high-frequency head), and in plain PyTorch each
 of those layers is a separate pass over maps of hundreds of megabytes: the step is
@@ -11,15 +11,14 @@ bound by memory traffic, not arithmetic, and autograd keeps every activation.
 
 :class:`FullResolutionStage` computes the same function with a hand-written
 backward pass, a few images at a time (``chunk``, which bounds the temporary maps
-to one chunk's worth), without autograd's intermediate tensors. By default it stores the six full-resolution maps the backward pass needs
-(three pre-activations and three activations); with ``recompute=True`` it stores
+to one chunk's worth), without autograd's intermediate tensors. By default it
+stores the six full-resolution maps the backward pass needs (three
+pre-activations and three activations); with ``recompute=True`` it stores
 only two (the first transposed convolution's and the grouped convolution's
 outputs) and recomputes the rest per chunk, with one extra per-pixel matrix
 product. Results equal the layer-by-layer computation up to float rounding;
 parameters keep their :class:`torch.nn.ConvTranspose2d` / :class:`torch.nn.Conv2d`
 shapes.
-
-.. versionadded:: 0.1
 """
 
 from collections.abc import Sequence
@@ -91,7 +90,6 @@ class FullResolutionStage(torch.autograd.Function):
     half maps' gradients directly; its kernel gradient comes from two 2D depthwise
     ones. The first product's bias rides on a column of ones appended to ``z``,
     which the backward pass reuses for the bias gradient.
-    backward pass reuses for the bias gradient.
     """
 
     @staticmethod
