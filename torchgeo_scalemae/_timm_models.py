@@ -2,13 +2,12 @@
 
 """timm entrypoints and pretrained configs of the Scale-MAE encoders.
 
-The functions here are timm model entrypoints (``(pretrained=False, **kwargs)``) built
-with :func:`timm.models.build_model_with_cfg`, so ``pretrained_cfg``, ``features_only``,
+The functions here are timm model entrypoints (``(pretrained=False, **kwargs)``): thin
+wrappers that hand the package's one builder per name (:mod:`~.models.builders`) to
+:func:`timm.models.build_model_with_cfg`, so ``pretrained_cfg``, ``features_only``,
 ``out_indices``, ``in_chans`` and ``num_classes`` behave as for timm's own ViTs.
 :func:`torchgeo_scalemae.register` registers them in timm; this module itself touches
 no registry.
-
-.. versionadded:: 0.1
 """
 
 from collections.abc import Callable
@@ -17,12 +16,10 @@ from typing import Any
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs
 
+from .models.builders import ENCODER_CONFIGS, ENCODERS
+from .models.checkpoint import encoder_keys_for, model_state_dict
 from .models.encoder import ScaleMAEEncoder
-from .models.encoder import scalemae_vit_base_patch16 as _vit_base
-from .models.encoder import scalemae_vit_huge_patch14 as _vit_huge
-from .models.encoder import scalemae_vit_large_patch16 as _vit_large
-from .models.encoder import scalemae_vit_tiny_patch16 as _vit_tiny
-from .models.weights import FMOW_RGB_URL, head_last
+from .models.weights import FMOW_RGB_URL
 
 # a list: timm's register_model appends entrypoint names to the module's __all__
 __all__ = [
@@ -35,19 +32,7 @@ __all__ = [
 ]
 
 #: Number of transformer blocks of each encoder (``features_only`` default indices).
-DEPTHS = {
-    'scalemae_vit_tiny_patch16': 2,
-    'scalemae_vit_base_patch16': 12,
-    'scalemae_vit_large_patch16': 24,
-    'scalemae_vit_huge_patch14': 32,
-}
-
-_BUILDERS: dict[str, Callable[..., ScaleMAEEncoder]] = {
-    'scalemae_vit_tiny_patch16': _vit_tiny,
-    'scalemae_vit_base_patch16': _vit_base,
-    'scalemae_vit_large_patch16': _vit_large,
-    'scalemae_vit_huge_patch14': _vit_huge,
-}
+DEPTHS = {name: config['depth'] for name, config in ENCODER_CONFIGS.items()}
 
 
 _RES_NOTE = (
@@ -93,32 +78,13 @@ default_cfgs = generate_default_cfgs(
 
 def _filter_fn(state_dict: dict[str, Any], model: ScaleMAEEncoder) -> dict[str, Any]:
     """Keep the encoder keys of a checkpoint (timm ``pretrained_filter_fn``)."""
-    if 'model' in state_dict and isinstance(state_dict['model'], dict):
-        state_dict = state_dict['model']
-    own = model.state_dict()
-    out = {}
-    for key, value in state_dict.items():
-        if key == 'pos_embed':
-            continue  # fixed sine-cosine table, unused (the encoder drops it too)
-        if key.startswith('head.') and (
-            key not in own or own[key].shape != value.shape
-        ):
-            continue
-        out[key] = value
-    return out
-
-
-def _build(variant: str) -> Callable[..., ScaleMAEEncoder]:
-    def build(**kwargs: Any) -> ScaleMAEEncoder:
-        return head_last(_BUILDERS[variant](**kwargs))
-
-    return build
+    return encoder_keys_for(model, model_state_dict(state_dict))
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> ScaleMAEEncoder:
     out_indices = kwargs.pop('out_indices', min(3, DEPTHS[variant]))
     model: ScaleMAEEncoder = build_model_with_cfg(
-        _build(variant),
+        ENCODERS[variant],
         variant,
         pretrained,
         pretrained_filter_fn=_filter_fn,
@@ -140,8 +106,6 @@ def scalemae_vit_tiny_patch16(
 
     Returns:
         The encoder (or a timm feature wrapper with ``features_only=True``).
-
-    .. versionadded:: 0.1
     """
     return _create('scalemae_vit_tiny_patch16', pretrained, **kwargs)
 
@@ -157,8 +121,6 @@ def scalemae_vit_base_patch16(
 
     Returns:
         The encoder (or a timm feature wrapper with ``features_only=True``).
-
-    .. versionadded:: 0.1
     """
     return _create('scalemae_vit_base_patch16', pretrained, **kwargs)
 
@@ -175,8 +137,6 @@ def scalemae_vit_large_patch16(
 
     Returns:
         The encoder (or a timm feature wrapper with ``features_only=True``).
-
-    .. versionadded:: 0.1
     """
     return _create('scalemae_vit_large_patch16', pretrained, **kwargs)
 
@@ -192,8 +152,6 @@ def scalemae_vit_huge_patch14(
 
     Returns:
         The encoder (or a timm feature wrapper with ``features_only=True``).
-
-    .. versionadded:: 0.1
     """
     return _create('scalemae_vit_huge_patch14', pretrained, **kwargs)
 

@@ -38,6 +38,7 @@ from torch import nn
 from torchvision.models._api import WeightsEnum
 
 from . import _timm_models
+from .models import builders as _builders
 from .models import weights as _weights
 
 __all__ = (
@@ -58,15 +59,15 @@ SUPPORTED_TORCHGEO = ('0.10.1', '0.11')
 #: TorchGeo model names and their builders (TorchGeo-style: ``weights`` first).
 TORCHGEO_MODELS: Mapping[str, Callable[..., nn.Module]] = MappingProxyType(
     {
-        'scalemae': _weights.scalemae,
-        'scalemae_pretrain_vit_tiny_patch16': _weights.scalemae_pretrain_vit_tiny_patch16,
-        'scalemae_pretrain_vit_base_patch16': _weights.scalemae_pretrain_vit_base_patch16,
-        'scalemae_pretrain_vit_large_patch16': _weights.scalemae_pretrain_vit_large_patch16,
-        'scalemae_pretrain_vit_huge_patch14': _weights.scalemae_pretrain_vit_huge_patch14,
-        'scalemae_vit_tiny_patch16': _weights.scalemae_vit_tiny_patch16,
-        'scalemae_vit_base_patch16': _weights.scalemae_vit_base_patch16,
-        'scalemae_vit_large_patch16': _weights.scalemae_vit_large_patch16,
-        'scalemae_vit_huge_patch14': _weights.scalemae_vit_huge_patch14,
+        'scalemae': _builders.scalemae,
+        'scalemae_pretrain_vit_tiny_patch16': _builders.scalemae_pretrain_vit_tiny_patch16,
+        'scalemae_pretrain_vit_base_patch16': _builders.scalemae_pretrain_vit_base_patch16,
+        'scalemae_pretrain_vit_large_patch16': _builders.scalemae_pretrain_vit_large_patch16,
+        'scalemae_pretrain_vit_huge_patch14': _builders.scalemae_pretrain_vit_huge_patch14,
+        'scalemae_vit_tiny_patch16': _builders.scalemae_vit_tiny_patch16,
+        'scalemae_vit_base_patch16': _builders.scalemae_vit_base_patch16,
+        'scalemae_vit_large_patch16': _builders.scalemae_vit_large_patch16,
+        'scalemae_vit_huge_patch14': _builders.scalemae_vit_huge_patch14,
     }
 )
 

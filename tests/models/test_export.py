@@ -122,15 +122,15 @@ def test_command_line(
 
 
 def test_bad_checkpoints(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
+    with pytest.raises(FileNotFoundError, match='weights file not found'):
         encoder_from_checkpoint(tmp_path / 'missing.ckpt')
     garbage = tmp_path / 'garbage.ckpt'
     garbage.write_bytes(b'\x00\x01not a checkpoint')
-    with pytest.raises(ValueError, match='is not a readable checkpoint'):
+    with pytest.raises(ValueError, match='is not a checkpoint'):
         encoder_from_checkpoint(garbage)
     empty = tmp_path / 'empty.ckpt'
     empty.write_bytes(b'')
-    with pytest.raises(ValueError, match='is not a readable checkpoint'):
+    with pytest.raises(ValueError, match='is not a checkpoint'):
         encoder_from_checkpoint(empty)
     plain = tmp_path / 'plain.ckpt'
     torch.save({'weight': torch.zeros(1)}, plain)

@@ -23,7 +23,7 @@ from torchgeo_scalemae.models import (
     ScaleMAEEncoder,
     scalemae_vit_tiny_patch16,
 )
-from torchgeo_scalemae.models import weights as W
+from torchgeo_scalemae.models import builders as B
 from torchgeo_scalemae.models.weights import (
     ScaleMAEEncoderLarge16_Weights,
     ScaleMAEPretrainLarge16_Weights,
@@ -166,22 +166,22 @@ def test_encoder_weights_hash_checked_strict_default_res(
     assert 'pos_embed' in encoder_keys
     redirect(ENCODER, _hashed_file(encoder_keys, tmp_path / 'src', 'encoder'))
     with torch.device('meta'):
-        model = W.scalemae_vit_large_patch16(ENCODER, num_classes=0)
+        model = B.scalemae_vit_large_patch16(ENCODER, num_classes=0)
     assert isinstance(model, ScaleMAEEncoder)
     assert model.res == ENCODER.meta['default_res'] == 1.0
     assert model.embed_dim == 1024 and len(model.blocks) == 24
 
 
 def test_encoder_builders_without_weights() -> None:
-    model = W.scalemae_vit_tiny_patch16(res=2.5)
+    model = B.scalemae_vit_tiny_patch16(res=2.5)
     assert model.res == 2.5
     assert list(model._modules)[-1] == 'head'  # TorchGeo's loader reads the last child
-    assert W.scalemae_vit_tiny_patch16(in_chans=4).in_chans == 4
+    assert B.scalemae_vit_tiny_patch16(in_chans=4).in_chans == 4
     with torch.device('meta'):
         for builder in (
-            W.scalemae_vit_base_patch16,
-            W.scalemae_vit_large_patch16,
-            W.scalemae_vit_huge_patch14,
+            B.scalemae_vit_base_patch16,
+            B.scalemae_vit_large_patch16,
+            B.scalemae_vit_huge_patch14,
         ):
             assert builder().res == 1.0
 
@@ -190,18 +190,22 @@ def test_encoder_weights_real_values_load(
     tmp_path: Path, redirect: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a tiny encoder stands in for ViT-L so real values can be compared
-    monkeypatch.setattr(W, '_vit_large', scalemae_vit_tiny_patch16)
+    monkeypatch.setitem(
+        B.ENCODER_CONFIGS,
+        'scalemae_vit_large_patch16',
+        B.ENCODER_CONFIGS['scalemae_vit_tiny_patch16'],
+    )
     source = scalemae_vit_tiny_patch16(num_classes=0)
     state = {**source.state_dict(), 'pos_embed': torch.zeros(1, 197, 64)}
     redirect(ENCODER, _hashed_file(state, tmp_path / 'src', 'tiny'))
-    model = W.scalemae_vit_large_patch16(
+    model = B.scalemae_vit_large_patch16(
         'ScaleMAEEncoderLarge16_Weights.FMOW_RGB', res=3.0
     )
     assert model.res == 3.0
     for key, value in source.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value)
     # a classifier head stays random and does not block loading
-    with_head = W.scalemae_vit_large_patch16('FMOW_RGB', num_classes=5)
+    with_head = B.scalemae_vit_large_patch16('FMOW_RGB', num_classes=5)
     assert with_head.head.weight.shape == (5, 64)
 
 
@@ -211,32 +215,36 @@ def test_encoder_weights_wrong_hash_rejected(tmp_path: Path, redirect: Any) -> N
     path.rename(wrong)
     redirect(ENCODER, wrong)
     with torch.device('meta'), pytest.raises(RuntimeError, match='hash'):
-        W.scalemae_vit_large_patch16(ENCODER)
+        B.scalemae_vit_large_patch16(ENCODER)
 
 
 def test_encoder_weights_key_mismatch_named(
     tmp_path: Path, redirect: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(W, '_vit_large', scalemae_vit_tiny_patch16)
+    monkeypatch.setitem(
+        B.ENCODER_CONFIGS,
+        'scalemae_vit_large_patch16',
+        B.ENCODER_CONFIGS['scalemae_vit_tiny_patch16'],
+    )
     state = scalemae_vit_tiny_patch16(num_classes=0).state_dict()
     del state['norm.weight']
     state['decoder_embed.weight'] = torch.zeros(2, 2)
     redirect(ENCODER, _hashed_file(state, tmp_path / 'src', 'tiny'))
     with pytest.raises(RuntimeError, match=r'norm\.weight.*decoder_embed\.weight'):
-        W.scalemae_vit_large_patch16(ENCODER)
+        B.scalemae_vit_large_patch16(ENCODER)
 
 
 def test_encoder_builder_argument_errors() -> None:
     with pytest.raises(ValueError, match='in_chans=4'):
-        W.scalemae_vit_large_patch16(ENCODER, in_chans=4)
+        B.scalemae_vit_large_patch16(ENCODER, in_chans=4)
     with pytest.raises(ValueError, match='weights must be one of'):
-        W.scalemae_vit_large_patch16('ScaleMAELarge16_Weights.FMOW_RGB')
+        B.scalemae_vit_large_patch16('ScaleMAELarge16_Weights.FMOW_RGB')
     with pytest.raises(ValueError, match='weights must be one of'):
-        W.scalemae_vit_large_patch16(FULL)  # type: ignore[arg-type]
+        B.scalemae_vit_large_patch16(FULL)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match='no pretrained weights exist'):
-        W.scalemae_vit_tiny_patch16(ENCODER)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match='res must be a positive float'):
-        W.scalemae_vit_tiny_patch16(res=0.0)
+        B.scalemae_vit_tiny_patch16(ENCODER)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match='res must be a finite positive number'):
+        B.scalemae_vit_tiny_patch16(res=0.0)
 
 
 # ------------------------------------------------------------ full checkpoint
@@ -250,7 +258,7 @@ def test_full_checkpoint_vit_l_layout_converts(tmp_path: Path, redirect: Any) ->
     torch.save(_released_layout(state, args), path)
     redirect(FULL, path)
     with torch.device('meta'):
-        model = W.scalemae(FULL)
+        model = B.scalemae(FULL)
     assert isinstance(model, ScaleMAE)
     assert model.encoder.res == FULL.meta['default_res']
     assert model.loss.band_config == (14, 56)
@@ -273,7 +281,7 @@ def test_full_checkpoint_values_and_args(tmp_path: Path, redirect: Any) -> None:
     path.parent.mkdir()
     torch.save(_released_layout(fixture['state'], args), path)
     redirect(FULL, path)
-    model = W.scalemae_pretrain_vit_large_patch16(
+    model = B.scalemae_pretrain_vit_large_patch16(
         'ScaleMAEPretrainLarge16_Weights.FMOW_RGB_800EP', res=2.0
     )
     assert model.encoder.res == 2.0
@@ -284,7 +292,7 @@ def test_full_checkpoint_values_and_args(tmp_path: Path, redirect: Any) -> None:
     )
     # the checkpoint is cached: a second build reads the cached copy
     path.unlink()
-    again = W.scalemae_pretrain_vit_large_patch16(FULL)
+    again = B.scalemae_pretrain_vit_large_patch16(FULL)
     assert again.encoder.res == 1.0
     # get_state_dict: the converted weights of the model meta['model'] builds
     state = FULL.get_state_dict(progress=False, check_hash=True, weights_only=True)
@@ -332,14 +340,14 @@ def test_full_checkpoint_layout_checked(tmp_path: Path, redirect: Any) -> None:
 
 
 def test_pretrain_builders_without_weights() -> None:
-    model = W.scalemae_pretrain_vit_tiny_patch16(res=4.0)
+    model = B.scalemae_pretrain_vit_tiny_patch16(res=4.0)
     assert isinstance(model, ScaleMAE) and model.encoder.res == 4.0
     with pytest.raises(ValueError, match='no pretrained weights exist'):
-        W.scalemae_pretrain_vit_tiny_patch16(FULL)  # type: ignore[arg-type]
+        B.scalemae_pretrain_vit_tiny_patch16(FULL)  # type: ignore[arg-type]
     with torch.device('meta'):
         for builder in (
-            W.scalemae,
-            W.scalemae_pretrain_vit_base_patch16,
-            W.scalemae_pretrain_vit_huge_patch14,
+            B.scalemae,
+            B.scalemae_pretrain_vit_base_patch16,
+            B.scalemae_pretrain_vit_huge_patch14,
         ):
             assert builder().encoder.res == 1.0

@@ -13,25 +13,21 @@ Weights may be given as
 * the path of a reference Scale-MAE checkpoint (a dict with a ``model`` entry whose
   encoder keys are timm names).
 
-The encoder's keys are found in the file by looking for the prefix under which the
-largest number of the encoder's own parameter names occur (among prefixes that hold a
-patch embedding), so no per-task table is needed.
-
-.. versionadded:: 0.1
+Files are read by :func:`~torchgeo_scalemae.models.load_weights`; the encoder's keys
+are found with :func:`~torchgeo_scalemae.models.extract_encoder_state_dict` (the prefix
+under which most of the encoder's parameter names occur), so no per-task table is
+needed.
 """
 
-import os
-import pickle
 from collections.abc import Mapping
 from typing import Any, Literal
 
 import timm
-import torch
 from torch import Tensor, nn
 from torchvision.models._api import WeightsEnum
 
 from .. import models as _models
-from ..models import ScaleMAEEncoder
+from ..models import ScaleMAEEncoder, extract_encoder_state_dict, load_weights
 
 __all__ = (
     'Pool',
@@ -43,8 +39,6 @@ __all__ = (
 
 #: Feature pooling: class token after the final norm, or the mean of the patch tokens.
 Pool = Literal['token', 'mean']
-
-_PATCH_KEY = 'patch_embed.proj.weight'
 
 
 def build_encoder(
@@ -70,8 +64,6 @@ def build_encoder(
 
     Raises:
         ValueError: If *in_channels* is below 1.
-
-    .. versionadded:: 0.1
     """
     if in_channels < 1:
         raise ValueError(f'in_channels must be >= 1, got {in_channels}')
@@ -91,70 +83,6 @@ def build_encoder(
         return timm.create_model(model, dynamic_img_size=True, **kwargs)
     except TypeError:
         return timm.create_model(model, **kwargs)
-
-
-def _load_file(path: str) -> Any:
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-
-        return load_file(path)
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError:
-        # A reference checkpoint pickles argparse.Namespace: MODEL's loader allow-lists it.
-        loader = getattr(_models, 'load_reference_checkpoint', None)
-        if loader is None:
-            raise
-        state_dict, _ = loader(path)
-        return state_dict
-
-
-def extract_encoder_state_dict(
-    checkpoint: Mapping[str, Any], encoder: nn.Module
-) -> dict[str, Tensor]:
-    """Find the encoder's weights inside a checkpoint or state dict.
-
-    Args:
-        checkpoint: A state dict, a Lightning checkpoint (``state_dict`` entry) or a
-            reference checkpoint (``model`` entry).
-        encoder: The encoder whose parameter names are looked for.
-
-    Returns:
-        The encoder's state dict (only keys the encoder has, plus ``pos_embed``).
-
-    Raises:
-        ValueError: If no prefix in the checkpoint holds a patch embedding.
-
-    .. versionadded:: 0.1
-    """
-    state: Mapping[str, Any] = checkpoint
-    for key in ('state_dict', 'model'):
-        inner = state.get(key)
-        if isinstance(inner, Mapping) and any(
-            isinstance(v, Tensor) for v in inner.values()
-        ):
-            state = inner
-            break
-    tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)}
-    own = set(encoder.state_dict()) | {'pos_embed'}
-    prefixes = [k[: -len(_PATCH_KEY)] for k in tensors if k.endswith(_PATCH_KEY)]
-    if not prefixes:
-        raise ValueError(
-            f"no encoder weights found: no key ends with '{_PATCH_KEY}' among "
-            f'{len(tensors)} tensors (first keys: {sorted(tensors)[:5]})'
-        )
-
-    def count(prefix: str) -> int:
-        return sum(
-            1 for k in tensors if k.startswith(prefix) and k[len(prefix) :] in own
-        )
-
-    best = max(sorted(prefixes, key=len), key=count)
-    return {
-        k[len(best) :]: v
-        for k, v in tensors.items()
-        if k.startswith(best) and k[len(best) :] in own
-    }
 
 
 def load_encoder_weights(
@@ -177,24 +105,10 @@ def load_encoder_weights(
     Raises:
         ValueError: If the weights miss encoder parameters or have wrong shapes.
         FileNotFoundError: If *weights* looks like a path but does not exist.
-
-    .. versionadded:: 0.1
     """
     if weights is None or isinstance(weights, bool):
         return encoder
-    if isinstance(weights, WeightsEnum):
-        checkpoint = weights.get_state_dict(progress=True)
-    elif os.path.exists(weights):
-        checkpoint = _load_file(weights)
-    elif (
-        weights.endswith(('.ckpt', '.pth', '.pt', '.safetensors')) or os.sep in weights
-    ):
-        raise FileNotFoundError(f'weights file not found: {weights!r}')
-    else:
-        from torchgeo.models import get_weight
-
-        checkpoint = get_weight(weights).get_state_dict(progress=True)
-    state_dict = extract_encoder_state_dict(checkpoint, encoder)
+    state_dict = extract_encoder_state_dict(load_weights(weights), encoder)
     if isinstance(encoder, ScaleMAEEncoder):
         state_dict.pop('pos_embed', None)
     else:
@@ -239,7 +153,7 @@ def encoder_features(
         encoder: The encoder.
         images: (B, C, H, W) images.
         res: Per-sample scale ``gsd / reference_gsd`` (B,), or None.
-        pool: ``'token'`` (class token, the Scale-MAE kNN feature, spec 7.1) or
+        pool: ``'token'`` (class token, the Scale-MAE kNN feature) or
             ``'mean'`` (mean of the patch tokens).
 
     Returns:
@@ -247,8 +161,6 @@ def encoder_features(
 
     Raises:
         ValueError: For an unknown *pool*.
-
-    .. versionadded:: 0.1
     """
     if pool not in ('token', 'mean'):
         raise ValueError(f"pool must be 'token' or 'mean', got {pool!r}")

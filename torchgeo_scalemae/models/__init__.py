@@ -6,10 +6,29 @@
 """
 
 from .bands import high_band_target, low_band_target, recombine_bands
+from .builders import (
+    create_scalemae,
+    list_scalemae_models,
+    scalemae,
+    scalemae_pretrain_vit_base_patch16,
+    scalemae_pretrain_vit_huge_patch14,
+    scalemae_pretrain_vit_large_patch16,
+    scalemae_pretrain_vit_tiny_patch16,
+    scalemae_vit_base_patch16,
+    scalemae_vit_huge_patch14,
+    scalemae_vit_large_patch16,
+    scalemae_vit_tiny_patch16,
+)
 from .checkpoint import (
+    extract_encoder_state_dict,
     infer_reference_config,
+    load_encoder_state_dict,
     load_reference_checkpoint,
+    load_weights,
+    model_state_dict,
+    read_checkpoint,
     reference_args_to_config,
+    resolve_weights,
     scalemae_from_reference_checkpoint,
 )
 from .decoder import (
@@ -20,14 +39,7 @@ from .decoder import (
     head_upsampling_factors,
     set_fast_path,
 )
-from .encoder import (
-    EncoderOutput,
-    ScaleMAEEncoder,
-    scalemae_vit_base_patch16,
-    scalemae_vit_huge_patch14,
-    scalemae_vit_large_patch16,
-    scalemae_vit_tiny_patch16,
-)
+from .encoder import EncoderOutput, ScaleMAEEncoder
 from .export import encoder_from_checkpoint, export_encoder
 from .loss import BAND_PRESETS, BandLosses, BandpassLoss, patch_statistics
 from .pos_embed import GSDPositionalEmbedding, check_res
@@ -36,17 +48,7 @@ from .reference import (
     convert_reference_state_dict,
     reference_key_to_ours,
 )
-from .scale_mae import (
-    REFERENCE_CONFIG_KEYS,
-    ScaleMAE,
-    ScaleMAEOutput,
-    create_scalemae,
-    list_scalemae_models,
-    scalemae_pretrain_vit_base_patch16,
-    scalemae_pretrain_vit_huge_patch14,
-    scalemae_pretrain_vit_large_patch16,
-    scalemae_pretrain_vit_tiny_patch16,
-)
+from .scale_mae import REFERENCE_CONFIG_KEYS, ScaleMAE, ScaleMAEOutput
 from .weights import ScaleMAEEncoderLarge16_Weights, ScaleMAEPretrainLarge16_Weights
 
 __all__ = (
@@ -71,16 +73,23 @@ __all__ = (
     'create_scalemae',
     'encoder_from_checkpoint',
     'export_encoder',
+    'extract_encoder_state_dict',
     'head_upsampling_factors',
     'high_band_target',
     'infer_reference_config',
     'list_scalemae_models',
+    'load_encoder_state_dict',
     'load_reference_checkpoint',
+    'load_weights',
     'low_band_target',
+    'model_state_dict',
     'patch_statistics',
+    'read_checkpoint',
     'recombine_bands',
     'reference_args_to_config',
     'reference_key_to_ours',
+    'resolve_weights',
+    'scalemae',
     'scalemae_from_reference_checkpoint',
     'scalemae_pretrain_vit_base_patch16',
     'scalemae_pretrain_vit_huge_patch14',

@@ -1,6 +1,10 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
-"""Band-pass targets of the Scale-MAE loss (spec section 4.4).
+"""Band-pass targets of the Scale-MAE loss.
+
+As the reference code computes them (``forward_loss`` in ``mae/models_mae.py``), which
+differs from the band split the paper describes (Sec. 3, "Input"); ``BAND_PRESETS``
+in :mod:`torchgeo_scalemae.models.loss` holds the settings of both.
 
 Blur sizes are absolute pixel sizes, exactly as in the released code: the high band
 is the target minus its bilinear upsampling from an area-downsampled
@@ -50,8 +54,6 @@ def low_band_target(
 
     Raises:
         ValueError: for a target that is not 4-D or a non-positive size.
-
-    .. versionadded:: 0.1
     """
     _check_image(target, 'target')
     out = _size(output_size, 'output_size')
@@ -75,8 +77,6 @@ def high_band_target(target: Tensor, blur: int | tuple[int, int] | None) -> Tens
 
     Raises:
         ValueError: for a target that is not 4-D or a non-positive blur.
-
-    .. versionadded:: 0.1
     """
     _check_image(target, 'target')
     if blur is None:
@@ -105,8 +105,6 @@ def recombine_bands(
 
     Raises:
         ValueError: for inputs that are not 4-D.
-
-    .. versionadded:: 0.1
     """
     _check_image(pred_low, 'pred_low')
     _check_image(pred_high, 'pred_high')

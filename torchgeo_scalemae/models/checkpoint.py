@@ -1,25 +1,51 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
-"""Loading released Scale-MAE training checkpoints safely (spec section 8).
+"""Reading every weight format, safely, in one place.
 
-.. versionadded:: 0.1
+A weight source is one of
+
+- a weight enum member (:mod:`~torchgeo_scalemae.models.weights`, or any TorchGeo
+  ``WeightsEnum``) or its ``'Class.MEMBER'`` name;
+- a ``.safetensors`` file (this package's exported encoders);
+- a torch file, read with ``torch.load(weights_only=True)`` and only
+  :class:`argparse.Namespace` allow-listed (for the reference checkpoints' ``args``):
+  a Lightning ``.ckpt`` of any task, a reference Scale-MAE checkpoint
+  (``{'model', 'optimizer', 'epoch', 'scaler', 'args'}`` as written by the reference
+  ``mae/util/misc.py`` ``save_model``), or a bare state dict.
+
+:func:`read_checkpoint` reads a file, :func:`model_state_dict` finds the model weights
+inside what was read (in this package's key names), :func:`load_weights` does both for
+any source, and :func:`extract_encoder_state_dict` /
+:func:`load_encoder_state_dict` take an encoder's part. Everything else in the
+package (builders, tasks, evaluation, timm's ``pretrained_filter_fn``) goes through
+these functions.
 """
 
 import argparse
 import os
+import pickle
+import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torchvision.models._api import WeightsEnum
 
 from .reference import convert_reference_state_dict
 from .scale_mae import REFERENCE_CONFIG_KEYS, ScaleMAE
 
 __all__ = (
+    'extract_encoder_state_dict',
     'infer_reference_config',
+    'load_encoder_state_dict',
     'load_reference_checkpoint',
+    'load_weights',
+    'model_state_dict',
+    'read_checkpoint',
     'reference_args_to_config',
+    'resolve_weights',
     'scalemae_from_reference_checkpoint',
 )
 
@@ -33,15 +59,293 @@ _REFERENCE_MODELS: dict[str, tuple[int, int, int, int]] = {
 _HEADS_BY_WIDTH = {64: 4, 768: 12, 1024: 16, 1280: 16}
 
 
-def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """torch.load weights-only, with argparse.Namespace allow-listed."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        obj = torch.load(path, map_location='cpu', weights_only=True)
-    if not isinstance(obj, Mapping):
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a weight file without unpickling arbitrary objects.
+
+    ``.safetensors`` files are read with :mod:`safetensors`; anything else with
+    ``torch.load(weights_only=True)``, with only :class:`argparse.Namespace`
+    allow-listed.
+
+    Args:
+        path: the file.
+
+    Returns:
+        The file's dict (a state dict, a Lightning checkpoint, a reference
+        checkpoint...), on the CPU.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+        ValueError: if the file is empty, truncated or not a checkpoint, or does not
+            hold a dict.
+        RuntimeError: if the file needs globals other than ``argparse.Namespace``
+            (the message says how to load a trusted file).
+    """
+    if not isinstance(path, str | os.PathLike):
         raise TypeError(
-            f'{os.fspath(path)!r} holds a {type(obj).__name__}, not a checkpoint dict'
+            f'path must be a str or os.PathLike, got {type(path).__name__}: {path!r}'
+        )
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise FileNotFoundError(f'weights file not found: {str(path)!r}')
+    if file.stat().st_size == 0:
+        raise ValueError(f'{str(path)!r} is not a checkpoint: the file is empty')
+    if file.suffix == '.safetensors':
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(file)))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ValueError(
+                f'{str(path)!r} is not a readable safetensors file: {error}'
+            ) from error
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(file, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as error:
+        if 'weights_only' not in str(error) and 'Unsupported global' not in str(error):
+            raise ValueError(
+                f'{str(path)!r} is not a checkpoint (not a torch or safetensors '
+                f'file, or truncated): {error}'
+            ) from error
+        raise RuntimeError(
+            f'{str(path)!r} cannot be unpickled weights-only ({error}). If you trust '
+            'the file, load it with torch.load(path, weights_only=False) and pass '
+            'the dict on instead of the path.'
+        ) from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        raise ValueError(
+            f'{str(path)!r} is not a checkpoint (not a torch or safetensors file, '
+            f'or truncated): {error}'
+        ) from error
+    if not isinstance(obj, Mapping):
+        raise ValueError(  # noqa: TRY004  (a bad file's content, not a bad argument)
+            f'{str(path)!r} holds a {type(obj).__name__}, not a checkpoint dict'
         )
     return dict(obj)
+
+
+def _strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def model_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The model weights inside a checkpoint, in this package's key names.
+
+    - Lightning checkpoint (a ``state_dict`` entry): the task's model under
+      ``model.`` (``ScaleMAEPretraining`` gives :class:`ScaleMAE` keys), else the whole
+      state dict;
+    - reference checkpoint (a ``model`` entry): converted with
+      :func:`~.reference.convert_reference_state_dict` when it holds the decoder,
+      else (an encoder in timm names) as it is;
+    - otherwise the dict itself (a state dict).
+
+    Args:
+        checkpoint: what :func:`read_checkpoint` returned.
+
+    Returns:
+        A state dict of tensors.
+
+    Raises:
+        TypeError: if *checkpoint* is not a mapping.
+        ValueError: if it holds no tensors.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise TypeError(
+            f'checkpoint must be a mapping, got {type(checkpoint).__name__}'
+        )
+    state: Mapping[str, Any]
+    if isinstance(checkpoint.get('state_dict'), Mapping):
+        state = checkpoint['state_dict']
+        state = _strip_prefix(state, 'model.') or dict(state)
+    elif isinstance(checkpoint.get('model'), Mapping):
+        state = checkpoint['model']
+        if 'mask_token' in state or any(str(k).startswith('decoder') for k in state):
+            # a full reference checkpoint; an encoder-only one is in timm names
+            state = convert_reference_state_dict(state)
+    else:
+        state = checkpoint
+    tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    if not tensors:
+        raise ValueError(
+            f'the checkpoint holds no weights (keys: {sorted(map(str, state))[:8]})'
+        )
+    return tensors
+
+
+def resolve_weights(name: str) -> WeightsEnum:
+    """Resolve a ``'Class.MEMBER'`` name to a weight enum member.
+
+    TorchGeo's :func:`~torchgeo.models.get_weight` is asked first, then this
+    package's enums (so names resolve before registration too).
+
+    Args:
+        name: for example ``'ScaleMAEEncoderLarge16_Weights.FMOW_RGB'``.
+
+    Returns:
+        The member.
+
+    Raises:
+        ValueError: naming *name* if it is no known member.
+    """
+    from torchgeo.models import get_weight
+
+    from . import weights as weights_module
+
+    try:
+        member: WeightsEnum = get_weight(name)
+        return member
+    except (ValueError, KeyError, AttributeError):
+        pass
+    cls_name, _, member_name = name.partition('.')
+    enum_cls = getattr(weights_module, cls_name, None)
+    if member_name and isinstance(enum_cls, type) and issubclass(enum_cls, WeightsEnum):
+        found = getattr(enum_cls, member_name, None)
+        if isinstance(found, WeightsEnum):
+            return found
+    raise ValueError(
+        f'weights={name!r} is neither an existing file nor a known weight enum '
+        "member ('EnumClass.MEMBER', e.g. 'ScaleMAEPretrainLarge16_Weights."
+        "FMOW_RGB_800EP')"
+    )
+
+
+def load_weights(source: WeightsEnum | str | os.PathLike[str]) -> dict[str, Tensor]:
+    """Read the weights of any source (see the module docs) as a state dict.
+
+    Args:
+        source: a weight enum member, its ``'Class.MEMBER'`` name, or a file path.
+
+    Returns:
+        The model weights in this package's key names (:func:`model_state_dict`).
+
+    Raises:
+        TypeError: for a source of another type.
+        FileNotFoundError: for a path-like source (a path separator or a weight
+            file suffix) that does not exist.
+        ValueError: for an unreadable file or an unknown enum name.
+    """
+    if isinstance(source, WeightsEnum):
+        return model_state_dict(source.get_state_dict(progress=True))
+    if not isinstance(source, str | os.PathLike):
+        raise TypeError(
+            'weights must be a weight enum member, its name or a file path, got '
+            f'{type(source).__name__}: {source!r}'
+        )
+    path = Path(source).expanduser()
+    if path.is_file():
+        return model_state_dict(read_checkpoint(path))
+    text = os.fspath(source)
+    if os.sep in text or path.suffix in ('.ckpt', '.pth', '.pt', '.safetensors'):
+        raise FileNotFoundError(f'weights file not found: {text!r}')
+    return model_state_dict(resolve_weights(text).get_state_dict(progress=True))
+
+
+_PATCH_KEY = 'patch_embed.proj.weight'
+_HEAD_KEYS = frozenset({'head.weight', 'head.bias'})
+
+
+def extract_encoder_state_dict(
+    checkpoint: Mapping[str, Any], encoder: nn.Module
+) -> dict[str, Tensor]:
+    """Find an encoder's weights inside a checkpoint or state dict.
+
+    The encoder's keys are found by looking for the prefix under which the largest
+    number of the encoder's own parameter names occur (among prefixes that hold a
+    patch embedding): ``model.encoder.`` of ``ScaleMAEPretraining``, ``encoder.`` of
+    :class:`ScaleMAE`, ``backbone.vit.`` of TorchGeo's ``MAE``, ``model.`` of its
+    ``Classification``, or none.
+
+    Args:
+        checkpoint: a state dict, a Lightning checkpoint (``state_dict`` entry) or a
+            reference checkpoint (``model`` entry).
+        encoder: the encoder whose parameter names are looked for.
+
+    Returns:
+        The encoder's state dict (only keys the encoder has, plus ``pos_embed``).
+
+    Raises:
+        ValueError: if no prefix in the checkpoint holds a patch embedding.
+    """
+    state: Mapping[str, Any] = checkpoint
+    for key in ('state_dict', 'model'):
+        inner = state.get(key)
+        if isinstance(inner, Mapping) and any(
+            isinstance(v, Tensor) for v in inner.values()
+        ):
+            state = inner
+            break
+    tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    own = set(encoder.state_dict()) | {'pos_embed'}
+    prefixes = [k[: -len(_PATCH_KEY)] for k in tensors if k.endswith(_PATCH_KEY)]
+    if not prefixes:
+        raise ValueError(
+            f"no encoder weights found: no key ends with '{_PATCH_KEY}' among "
+            f'{len(tensors)} tensors (first keys: {sorted(tensors)[:5]})'
+        )
+
+    def count(prefix: str) -> int:
+        return sum(
+            1 for k in tensors if k.startswith(prefix) and k[len(prefix) :] in own
+        )
+
+    best = max(sorted(prefixes, key=len), key=count)
+    return {
+        k[len(best) :]: v
+        for k, v in tensors.items()
+        if k.startswith(best) and k[len(best) :] in own
+    }
+
+
+def encoder_keys_for(
+    model: nn.Module, state_dict: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
+    """Drop what an encoder does not load: ``pos_embed`` and a head that does not fit.
+
+    Args:
+        model: the encoder.
+        state_dict: encoder state dict in timm's names.
+
+    Returns:
+        The state dict without the fixed ``pos_embed`` table, and without ``head.*``
+        when the model has no head or one of another size.
+    """
+    own = model.state_dict()
+    return {
+        key: value
+        for key, value in state_dict.items()
+        if key != 'pos_embed'
+        and not (
+            key in _HEAD_KEYS
+            and (key not in own or tuple(own[key].shape) != tuple(value.shape))
+        )
+    }
+
+
+def load_encoder_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
+    """Load encoder weights strictly: every key must match, except the classifier.
+
+    The fixed ``pos_embed`` table is dropped. ``head.*`` in the file is ignored when
+    the model has no head (``num_classes=0``) or a head of another size; a model head
+    missing from the file stays randomly initialised. Any other missing or
+    unexpected key raises.
+
+    Args:
+        model: the encoder to load into.
+        state_dict: encoder state dict in timm's names.
+
+    Raises:
+        RuntimeError: naming the missing and unexpected keys.
+    """
+    missing, unexpected = model.load_state_dict(
+        encoder_keys_for(model, state_dict), strict=False
+    )
+    missing = [key for key in missing if key not in _HEAD_KEYS]
+    if missing or unexpected:
+        raise RuntimeError(
+            f'the weights do not match {type(model).__name__}: '
+            f'missing keys {missing}, unexpected keys {list(unexpected)}'
+        )
 
 
 def _split(
@@ -82,13 +386,11 @@ def load_reference_checkpoint(
         training arguments as a dict (None when the checkpoint has none).
 
     Raises:
-        TypeError: if the file does not hold a dict.
+        ValueError: if the file is not a checkpoint or does not hold a dict.
         KeyError: for keys outside the reference layout (see the converter).
-        _pickle.UnpicklingError: if the file needs other globals (not trusted).
-
-    .. versionadded:: 0.1
+        RuntimeError: if the file needs other globals (not trusted).
     """
-    checkpoint = path if isinstance(path, Mapping) else _read(path)
+    checkpoint = path if isinstance(path, Mapping) else read_checkpoint(path)
     state, args = _split(checkpoint)
     return convert_reference_state_dict(state), args
 
@@ -108,8 +410,6 @@ def reference_args_to_config(args: Mapping[str, Any]) -> dict[str, Any]:
 
     Raises:
         ValueError: for an unknown ``model`` name.
-
-    .. versionadded:: 0.1
     """
     config: dict[str, Any] = {}
     model = args.get('model')
@@ -151,8 +451,23 @@ def infer_reference_config(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
     Returns:
         Reference-config keyword arguments for the architecture.
 
-    .. versionadded:: 0.1
+    Raises:
+        TypeError: if *state_dict* is not a mapping.
+        ValueError: if it lacks the keys the architecture is read from.
     """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            f'state_dict must be a mapping, got {type(state_dict).__name__}'
+        )
+    required = ['patch_embed.proj.weight', 'mask_token', 'blocks.0.mlp.fc1.weight']
+    head = 'fcn_high.' if 'fcn_high.proj.weight' in state_dict else 'fcn.'
+    required.append(head + 'proj.weight')
+    missing = [key for key in required if key not in state_dict]
+    if missing:
+        raise ValueError(
+            f'not a reference Scale-MAE state dict: missing {missing} (first keys: '
+            f'{sorted(map(str, state_dict))[:5]})'
+        )
     patch = state_dict['patch_embed.proj.weight']
     dim, in_chans, ph, _ = patch.shape
     ddim = state_dict['mask_token'].shape[-1]
@@ -201,20 +516,18 @@ def scalemae_from_reference_checkpoint(
         path_or_checkpoint: a checkpoint file or a loaded checkpoint dict
             (``{'model': ..., 'args': ...}`` or a bare reference state dict).
         **overrides: :class:`ScaleMAE` keywords (reference names, ``mask_ratio``,
-            ``res``, ``fast_ops``...).
+            ``res``, ``fast_path``...).
 
     Returns:
         The model with the released weights.
 
     Raises:
         KeyError, ValueError, RuntimeError: for a checkpoint that does not match.
-
-    .. versionadded:: 0.1
     """
     checkpoint = (
         path_or_checkpoint
         if isinstance(path_or_checkpoint, Mapping)
-        else _read(path_or_checkpoint)
+        else read_checkpoint(path_or_checkpoint)
     )
     state, args = _split(checkpoint)
     config = infer_reference_config(state)

@@ -11,22 +11,14 @@ from typing import Any
 
 import torch
 from timm.layers.norm import LayerNorm
-from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint, checkpoint_seq
+from timm.models import checkpoint, checkpoint_seq
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from .._sizes import to_size
 from .pos_embed import GSDPositionalEmbedding, check_res
 
-__all__ = (
-    'EncoderOutput',
-    'ScaleMAEEncoder',
-    'scalemae_vit_base_patch16',
-    'scalemae_vit_huge_patch14',
-    'scalemae_vit_large_patch16',
-    'scalemae_vit_tiny_patch16',
-)
+__all__ = ('EncoderOutput', 'ScaleMAEEncoder')
 
 
 @dataclass
@@ -39,8 +31,6 @@ class EncoderOutput:
         mask: (B, N) float, 1 = removed, 0 = kept, in the original patch order.
         ids_restore: (B, N) int64, the permutation that un-shuffles the tokens.
         grid_size: the patch grid (h, w).
-
-    .. versionadded:: 0.1
     """
 
     latent: Tensor
@@ -59,21 +49,58 @@ def _drop_fixed_pos_embed(
     """Load-state-dict pre-hook: discard the fixed, unused ``pos_embed`` table.
 
     The released Scale-MAE checkpoint and TorchGeo's ``FMOW_RGB`` encoder weights carry
-    a fixed sine-cosine ``pos_embed`` (1, 197, D) that the model never uses (spec
-    section 1.3). Dropping it here lets those state dicts load with ``strict=True`` at
+    a fixed sine-cosine ``pos_embed`` (1, 197, D) that the model never uses (the
+    reference ``mae/models_mae.py`` computes the GSD encoding instead). Dropping it here lets those state dicts load with ``strict=True`` at
     any image size.
     """
     state_dict.pop(prefix + 'pos_embed', None)
 
 
+def _block_indices(depth: int, indices: int | list[int] | None) -> list[int]:
+    """Absolute block indices, as timm's ``forward_intermediates`` takes them.
+
+    All blocks for None, the last n for an int, else these (negatives from the end).
+    """
+    if indices is None:
+        indices = depth
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= depth:
+            raise ValueError(
+                f'indices={indices} (the last n blocks) must be in 1..{depth}'
+            )
+        return list(range(depth - indices, depth))
+    if not isinstance(indices, list | tuple) or not indices:
+        raise ValueError(
+            f'indices must be None, an int or a non-empty list of ints, got {indices!r}'
+        )
+    taken = []
+    for index in indices:
+        absolute = depth + index if index < 0 else index
+        if not 0 <= absolute < depth:
+            raise ValueError(f'block index {index} is out of range for {depth} blocks')
+        taken.append(absolute)
+    return taken
+
+
 def _check_sizes(kwargs: dict[str, Any]) -> None:
-    """Reject non-positive sizes before timm builds layers from them."""
-    for key in ('img_size', 'patch_size'):
-        if key in kwargs:
-            to_size(kwargs[key], key)
-    in_chans = kwargs.get('in_chans', 3)
-    if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
-        raise ValueError(f'in_chans must be a positive int, got {in_chans!r}')
+    """Reject bad sizes before timm builds layers from them."""
+    img = to_size(kwargs.get('img_size', 224), 'img_size')
+    patch = to_size(kwargs.get('patch_size', 16), 'patch_size')
+    if img[0] % patch[0] or img[1] % patch[1]:
+        raise ValueError(
+            f'img_size {kwargs.get("img_size", 224)!r} must be a multiple of the '
+            f'patch size {kwargs.get("patch_size", 16)!r}'
+        )
+    for key, default in (('in_chans', 3), ('embed_dim', 768), ('num_heads', 12)):
+        value = kwargs.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f'{key} must be a positive int, got {value!r}')
+    depth = kwargs.get('depth', 12)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f'depth must be a positive int, got {depth!r}')
+    embed_dim, heads = kwargs.get('embed_dim', 768), kwargs.get('num_heads', 12)
+    if embed_dim % heads:
+        raise ValueError(f'embed_dim {embed_dim} is not divisible by num_heads {heads}')
 
 
 class ScaleMAEEncoder(VisionTransformer):
@@ -103,8 +130,6 @@ class ScaleMAEEncoder(VisionTransformer):
     This model's own forward methods never read it.
 
     If you use this model in your research, please cite https://arxiv.org/abs/2212.14532
-
-    .. versionadded:: 0.1
     """
 
     def __init__(self, res: float = 1.0, **kwargs: Any) -> None:
@@ -148,7 +173,12 @@ class ScaleMAEEncoder(VisionTransformer):
         kwargs.setdefault('norm_layer', partial(LayerNorm, eps=1e-6))
         super().__init__(**kwargs)
         self.res = float(res)
+        # registered before ``head`` so that the classifier stays the last child
+        # module, which TorchGeo's ``tasks.utils.load_state_dict`` relies on
+        head = self.head
+        del self.head
         self.pos_encoder = GSDPositionalEmbedding(self.embed_dim)
+        self.head = head
         self.patch_size: tuple[int, int] = tuple(self.patch_embed.patch_size)
         for module in self.modules():
             if hasattr(module, 'fused_attn'):
@@ -337,7 +367,8 @@ class ScaleMAEEncoder(VisionTransformer):
         """
         if output_fmt not in ('NCHW', 'NLC'):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
+        take_indices = _block_indices(len(self.blocks), indices)
+        max_index = max(take_indices)
         b = x.shape[0]
         h, w = self._check_input(x)
         x = self._embed(x, res)
@@ -377,7 +408,7 @@ class ScaleMAEEncoder(VisionTransformer):
     def random_masking(
         self, x: Tensor, mask_ratio: float, noise: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """MAE per-sample random masking (spec section 2).
+        """MAE per-sample random masking (reference ``mae/models_mae.py``).
 
         Keeps the ``int(N * (1 - mask_ratio))`` tokens with the smallest noise.
         At ``mask_ratio == 0`` nothing is shuffled.
@@ -453,73 +484,3 @@ class ScaleMAEEncoder(VisionTransformer):
         else:
             tokens = self.blocks(tokens)
         return EncoderOutput(self.norm(tokens), mask, ids_restore, grid)
-
-
-def _vit(
-    embed_dim: int, depth: int, num_heads: int, patch_size: int, /, **kwargs: Any
-) -> ScaleMAEEncoder:
-    # positional-only defaults: a caller's ``embed_dim=...`` lands in kwargs and wins
-    kwargs.setdefault('patch_size', patch_size)
-    kwargs.setdefault('embed_dim', embed_dim)
-    kwargs.setdefault('depth', depth)
-    kwargs.setdefault('num_heads', num_heads)
-    kwargs.setdefault('mlp_ratio', 4.0)
-    kwargs.setdefault('qkv_bias', True)
-    return ScaleMAEEncoder(**kwargs)
-
-
-def scalemae_vit_tiny_patch16(**kwargs: Any) -> ScaleMAEEncoder:
-    """Tiny test-sized encoder: 64-d, 2 blocks, 4 heads, patch 16 (fixture size).
-
-    Args:
-        **kwargs: forwarded to :class:`ScaleMAEEncoder` (``in_chans``,
-            ``num_classes``, ``img_size``, ``res``...).
-
-    Returns:
-        The encoder.
-
-    .. versionadded:: 0.1
-    """
-    return _vit(64, 2, 4, 16, **kwargs)
-
-
-def scalemae_vit_base_patch16(**kwargs: Any) -> ScaleMAEEncoder:
-    """ViT-B/16 encoder: 768-d, 12 blocks, 12 heads.
-
-    Args:
-        **kwargs: forwarded to :class:`ScaleMAEEncoder`.
-
-    Returns:
-        The encoder.
-
-    .. versionadded:: 0.1
-    """
-    return _vit(768, 12, 12, 16, **kwargs)
-
-
-def scalemae_vit_large_patch16(**kwargs: Any) -> ScaleMAEEncoder:
-    """ViT-L/16 encoder: 1024-d, 24 blocks, 16 heads (the released model).
-
-    Args:
-        **kwargs: forwarded to :class:`ScaleMAEEncoder`.
-
-    Returns:
-        The encoder.
-
-    .. versionadded:: 0.1
-    """
-    return _vit(1024, 24, 16, 16, **kwargs)
-
-
-def scalemae_vit_huge_patch14(**kwargs: Any) -> ScaleMAEEncoder:
-    """ViT-H/14 encoder: 1280-d, 32 blocks, 16 heads, patch 14.
-
-    Args:
-        **kwargs: forwarded to :class:`ScaleMAEEncoder`.
-
-    Returns:
-        The encoder.
-
-    .. versionadded:: 0.1
-    """
-    return _vit(1280, 32, 16, 14, **kwargs)

@@ -1,6 +1,9 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
-"""The Scale-MAE band-pass reconstruction loss (spec section 4.5).
+"""The Scale-MAE band-pass reconstruction loss.
+
+The released code's ``forward_loss`` (``mae/models_mae.py``); the paper's variant
+(Sec. 3, "Reconstruction": L1 on the high band) is the ``paper`` preset.
 
 .. versionadded:: 0.1
 """
@@ -60,8 +63,6 @@ def patch_statistics(
 
     Raises:
         ValueError: If the image is not 4-D or not tiled by the patch.
-
-    .. versionadded:: 0.2
     """
     ph, pw = (patch, patch) if isinstance(patch, int) else patch
     if image.ndim != 4 or ph < 1 or pw < 1:
@@ -88,8 +89,6 @@ class BandLosses(NamedTuple):
     ``target_low`` (B, C, H, W) and ``target_high`` (B, C, 2H, 2W) are the float32
     targets the losses were computed against, returned so that callers (metrics,
     logging) need not compute them a second time.
-
-    .. versionadded:: 0.1
     """
 
     loss: Tensor
@@ -116,8 +115,6 @@ class BandpassLoss(nn.Module):
     weighted by the (B, N) mask instead of materialising full-resolution masks:
     identical up to float32 summation order, with two fewer full-size tensors.
     Losses are computed in float32 whatever the prediction dtype.
-
-    .. versionadded:: 0.1
     """
 
     def __init__(

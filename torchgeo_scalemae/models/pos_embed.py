@@ -1,6 +1,9 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
-"""GSD-aware 2-D sine-cosine positional encoding (Scale-MAE, spec section 1).
+"""GSD-aware 2-D sine-cosine positional encoding (Scale-MAE paper Sec. 3, eq. 4).
+
+The channel layout is the reference code's (``mae/util/pos_embed.py``), which the
+released weights were trained with.
 
 .. versionadded:: 0.1
 """
@@ -19,7 +22,7 @@ def check_res(
     """Validate ``res`` and return it as a float32 tensor of shape (B,).
 
     ``res`` is the ground sample distance of the input relative to the reference GSD
-    (``gsd / reference_gsd``, dimensionless; spec section 1.2). Python floats and
+    (``gsd / reference_gsd``, dimensionless; the paper's ``g / G``, Sec. 3). Python floats and
     tensors on the CPU are checked for non-positive, NaN and infinite values. Tensors
     on an accelerator are only checked for their shape: a value check there would need
     a host-device synchronisation on every forward, which this function never does.
@@ -36,8 +39,6 @@ def check_res(
     Raises:
         TypeError: if ``res`` is neither a float nor a tensor.
         ValueError: if ``res`` has the wrong shape or a non-positive, NaN or inf value.
-
-    .. versionadded:: 0.1
     """
     if isinstance(res, bool) or not isinstance(res, (int, float, Tensor)):
         raise TypeError(f'res must be a float or a tensor, got {type(res).__name__}')
@@ -89,8 +90,6 @@ class GSDPositionalEmbedding(nn.Module):
     synchronisation.
 
     If you use this model in your research, please cite https://arxiv.org/abs/2212.14532
-
-    .. versionadded:: 0.1
     """
 
     omega: Tensor

@@ -1,11 +1,11 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
-"""The full Scale-MAE model (encoder + band-pass decoder + loss) and its builders.
+"""The full Scale-MAE model: encoder, band-pass decoder and loss (paper Fig. 2).
 
-.. versionadded:: 0.1
+The reference's ``MaskedAutoencoderViT`` (``mae/models_mae.py``); the builders by
+name are in :mod:`~.builders`.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,17 +16,7 @@ from .decoder import BandpassDecoder
 from .encoder import ScaleMAEEncoder
 from .loss import BandpassLoss
 
-__all__ = (
-    'REFERENCE_CONFIG_KEYS',
-    'ScaleMAE',
-    'ScaleMAEOutput',
-    'create_scalemae',
-    'list_scalemae_models',
-    'scalemae_pretrain_vit_base_patch16',
-    'scalemae_pretrain_vit_huge_patch14',
-    'scalemae_pretrain_vit_large_patch16',
-    'scalemae_pretrain_vit_tiny_patch16',
-)
+__all__ = ('REFERENCE_CONFIG_KEYS', 'ScaleMAE', 'ScaleMAEOutput')
 
 #: Keyword names of the reference ``MaskedAutoencoderViT`` constructor that
 #: :meth:`ScaleMAE.from_reference_config` accepts, with the fMoW recipe's values.
@@ -64,8 +54,6 @@ class ScaleMAEOutput:
         mask: (B, N) patch mask, 1 = removed.
         target_low: (B, C, H, W) float32 low-band target, None without targets.
         target_high: (B, C, 2H, 2W) float32 high-band target, None without targets.
-
-    .. versionadded:: 0.1
     """
 
     loss: Tensor | None
@@ -79,7 +67,7 @@ class ScaleMAEOutput:
 
 
 def _init_reference_weights(module: nn.Module) -> None:
-    """The reference's initialisation of one module (spec section 3)."""
+    """The reference's initialisation of one module (``initialize_weights``)."""
     if isinstance(module, nn.Linear):
         nn.init.xavier_uniform_(module.weight)
         if module.bias is not None:
@@ -107,8 +95,6 @@ class ScaleMAE(nn.Module):
     ``mask_token_decoder``) do not exist here.
 
     If you use this model in your research, please cite https://arxiv.org/abs/2212.14532
-
-    .. versionadded:: 0.1
     """
 
     def __init__(
@@ -256,7 +242,7 @@ class ScaleMAE(nn.Module):
         return cls(**config)
 
     def initialize_weights(self) -> None:
-        """Initialise as the reference does (spec section 3).
+        """Initialise as the reference's ``initialize_weights`` does.
 
         Every Linear Xavier-uniform with zero bias, every LayerNorm (1, 0), the patch
         embedding Xavier-uniform on its flattened weight, class and mask tokens
@@ -333,127 +319,3 @@ class ScaleMAE(nn.Module):
                     f'images of shape {tuple(images.shape)}, got {got}'
                 )
         return b, c, h, w
-
-
-def scalemae_pretrain_vit_tiny_patch16(**kwargs: Any) -> ScaleMAE:
-    """Test-sized Scale-MAE: encoder 64-d, 2 blocks, 4 heads; decoder 32-d, 3 blocks.
-
-    The size of the reference parity fixtures (4 decoder heads, fcn 32 x 2).
-
-    Args:
-        **kwargs: overrides of :class:`ScaleMAE` arguments.
-
-    Returns:
-        The model.
-
-    .. versionadded:: 0.1
-    """
-    config: dict[str, Any] = {
-        'img_size': 64,
-        'embed_dim': 64,
-        'depth': 2,
-        'num_heads': 4,
-        'decoder_embed_dim': 32,
-        'decoder_depth': 3,
-        'decoder_num_heads': 4,
-        'fcn_dim': 32,
-        'fcn_layers': 2,
-    }
-    return ScaleMAE(**{**config, **kwargs})
-
-
-def scalemae_pretrain_vit_base_patch16(**kwargs: Any) -> ScaleMAE:
-    """Scale-MAE ViT-B/16 with the recipe decoder (512-d, 3 blocks, 16 heads, fcn 512 x 2).
-
-    Args:
-        **kwargs: overrides of :class:`ScaleMAE` arguments.
-
-    Returns:
-        The model.
-
-    .. versionadded:: 0.1
-    """
-    config: dict[str, Any] = {'embed_dim': 768, 'depth': 12, 'num_heads': 12}
-    return ScaleMAE(**{**config, **kwargs})
-
-
-def scalemae_pretrain_vit_large_patch16(**kwargs: Any) -> ScaleMAE:
-    """Scale-MAE ViT-L/16 with the recipe decoder (the released model's architecture).
-
-    Args:
-        **kwargs: overrides of :class:`ScaleMAE` arguments.
-
-    Returns:
-        The model.
-
-    .. versionadded:: 0.1
-    """
-    config: dict[str, Any] = {'embed_dim': 1024, 'depth': 24, 'num_heads': 16}
-    return ScaleMAE(**{**config, **kwargs})
-
-
-def scalemae_pretrain_vit_huge_patch14(**kwargs: Any) -> ScaleMAE:
-    """Scale-MAE ViT-H/14 with the recipe decoder.
-
-    The Laplacian heads upsample by 7 x 1 instead of 4 x 2 so that the predictions
-    come out at the input size and twice the input size (see
-    :func:`~.decoder.head_upsampling_factors`).
-
-    Args:
-        **kwargs: overrides of :class:`ScaleMAE` arguments.
-
-    Returns:
-        The model.
-
-    .. versionadded:: 0.1
-    """
-    config: dict[str, Any] = {
-        'patch_size': 14,
-        'embed_dim': 1280,
-        'depth': 32,
-        'num_heads': 16,
-    }
-    return ScaleMAE(**{**config, **kwargs})
-
-
-_BUILDERS: dict[str, Callable[..., ScaleMAE]] = {
-    'scalemae_pretrain_vit_tiny_patch16': scalemae_pretrain_vit_tiny_patch16,
-    'scalemae_pretrain_vit_base_patch16': scalemae_pretrain_vit_base_patch16,
-    'scalemae_pretrain_vit_large_patch16': scalemae_pretrain_vit_large_patch16,
-    'scalemae_pretrain_vit_huge_patch14': scalemae_pretrain_vit_huge_patch14,
-    'scalemae': scalemae_pretrain_vit_large_patch16,
-}
-
-
-def list_scalemae_models() -> list[str]:
-    """Names accepted by :func:`create_scalemae`.
-
-    Returns:
-        Sorted builder names (``scalemae`` is ViT-L/16).
-
-    .. versionadded:: 0.1
-    """
-    return sorted(_BUILDERS)
-
-
-def create_scalemae(name: str, **kwargs: Any) -> ScaleMAE:
-    """Build a full Scale-MAE by builder name.
-
-    Args:
-        name: one of :func:`list_scalemae_models` (for example
-            ``'scalemae_pretrain_vit_base_patch16'``).
-        **kwargs: overrides of :class:`ScaleMAE` arguments.
-
-    Returns:
-        The model.
-
-    Raises:
-        ValueError: for an unknown name.
-
-    .. versionadded:: 0.1
-    """
-    if name not in _BUILDERS:
-        raise ValueError(
-            f'unknown Scale-MAE model {name!r}; choose one of {list_scalemae_models()}'
-        )
-    return _BUILDERS[name](**kwargs)

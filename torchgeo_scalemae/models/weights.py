@@ -1,6 +1,6 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
-"""Pretrained Scale-MAE weights (TorchGeo weight enums) and TorchGeo-style builders.
+"""Pretrained Scale-MAE weights: TorchGeo weight enums.
 
 Two enums, named so they cannot be confused with TorchGeo's own
 ``ScaleMAELarge16_Weights`` (TorchGeo's :func:`~torchgeo.models.get_weight` returns the
@@ -14,45 +14,28 @@ first enum member whose ``str`` matches, so a clashing name would be shadowed):
   pretraining checkpoint (encoder and bandpass decoder, 800 epochs on fMoW RGB),
   converted on load into :class:`~torchgeo_scalemae.models.ScaleMAE`.
 
-The builders here follow TorchGeo's convention (``weights`` first, ``None`` for random
-initialisation) and are what :func:`torchgeo_scalemae.register` puts into TorchGeo's
-model table. Every builder takes ``res``: the encoder's default scale used when a forward
-call passes none. With weights it defaults to ``weights.meta['default_res']`` (1.0).
+The builders of :mod:`~.builders` take these as ``weights``; with weights, the
+encoder's default ``res`` is ``weights.meta['default_res']`` (1.0).
 
 **The res convention of the released weights** (``meta['res_convention']``): ``res`` is
 relative, not metres. In pretraining, ``res = 2.5 x`` (source pixels per model-input
 pixel), so the released encoder saw ``res`` between 2.2 and 5.0; the reference
 evaluations feed ``res = 1`` (or ``224 / image side``), and TorchGeo-bench found
 ``res = 1`` best for kNN over 11 datasets. Hence ``meta['default_res'] = 1.0``.
-
-.. versionadded:: 0.1
 """
 
-import argparse
 import hashlib
 import os
-import pickle
-from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 import torchvision.transforms.v2 as T
-from torch import Tensor, nn
+from torch import nn
 from torchvision.models._api import Weights, WeightsEnum
 
-from .checkpoint import scalemae_from_reference_checkpoint
-from .encoder import ScaleMAEEncoder
-from .encoder import scalemae_vit_base_patch16 as _vit_base
-from .encoder import scalemae_vit_huge_patch14 as _vit_huge
-from .encoder import scalemae_vit_large_patch16 as _vit_large
-from .encoder import scalemae_vit_tiny_patch16 as _vit_tiny
+from .checkpoint import read_checkpoint
 from .reference import convert_reference_state_dict
-from .scale_mae import ScaleMAE
-from .scale_mae import scalemae_pretrain_vit_base_patch16 as _pretrain_base
-from .scale_mae import scalemae_pretrain_vit_huge_patch14 as _pretrain_huge
-from .scale_mae import scalemae_pretrain_vit_large_patch16 as _pretrain_large
-from .scale_mae import scalemae_pretrain_vit_tiny_patch16 as _pretrain_tiny
 
 __all__ = (
     'FMOW_RGB_URL',
@@ -60,17 +43,6 @@ __all__ = (
     'RES_CONVENTION',
     'ScaleMAEEncoderLarge16_Weights',
     'ScaleMAEPretrainLarge16_Weights',
-    'head_last',
-    'load_encoder_state_dict',
-    'scalemae',
-    'scalemae_pretrain_vit_base_patch16',
-    'scalemae_pretrain_vit_huge_patch14',
-    'scalemae_pretrain_vit_large_patch16',
-    'scalemae_pretrain_vit_tiny_patch16',
-    'scalemae_vit_base_patch16',
-    'scalemae_vit_huge_patch14',
-    'scalemae_vit_large_patch16',
-    'scalemae_vit_tiny_patch16',
 )
 
 #: The file TorchGeo 0.10.1 pins for ``ScaleMAELarge16_Weights.FMOW_RGB`` (Hugging Face,
@@ -118,19 +90,15 @@ _COMMON_META: dict[str, Any] = {
     'pretrain_res_range': (2.2, 5.0),
 }
 
-_HEAD_KEYS = frozenset({'head.weight', 'head.bias'})
-
 
 class ScaleMAEEncoderLarge16_Weights(WeightsEnum):  # type: ignore[misc]
     """Scale-MAE ViT-L/16 encoder weights.
 
     ``FMOW_RGB``: the released Scale-MAE encoder (800 epochs on fMoW RGB), the very file
     TorchGeo hosts for its ``ScaleMAELarge16_Weights.FMOW_RGB`` (downloaded with
-    ``check_hash=True``), for :func:`scalemae_vit_large_patch16` (TorchGeo and timm
-    name ``scalemae_vit_large_patch16``). Inputs: RGB in 0-255, normalised by
+    ``check_hash=True``), for :func:`~.builders.scalemae_vit_large_patch16` (TorchGeo
+    and timm name ``scalemae_vit_large_patch16``). Inputs: RGB in 0-255, normalised by
     ``transforms``. ``meta['default_res']`` (1.0) is the encoder's default ``res``.
-
-    .. versionadded:: 0.1
     """
 
     FMOW_RGB = Weights(
@@ -144,13 +112,37 @@ class ScaleMAEEncoderLarge16_Weights(WeightsEnum):  # type: ignore[misc]
         },
     )
 
+    def get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Download (cached by :mod:`torch.hub`, hash-checked) and read the weights.
+
+        As torchvision's ``WeightsEnum.get_state_dict``, but a failed download says
+        the URL, the cache path and how to place the file by hand.
+
+        Args:
+            *args: passed to :func:`torch.hub.load_state_dict_from_url`.
+            **kwargs: passed to :func:`torch.hub.load_state_dict_from_url`.
+
+        Returns:
+            The encoder state dict (timm names).
+
+        Raises:
+            RuntimeError: if the download fails.
+        """
+        try:
+            state: dict[str, Any] = super().get_state_dict(*args, **kwargs)
+        except OSError as error:
+            filename = os.path.basename(urlparse(self.url).path)
+            path = os.path.join(torch.hub.get_dir(), 'checkpoints', filename)
+            raise RuntimeError(_download_failed(self.url, path, error)) from error
+        return state
+
 
 class ScaleMAEPretrainLarge16_Weights(WeightsEnum):  # type: ignore[misc]
     """The full released Scale-MAE pretraining checkpoint (encoder and decoder).
 
     ``FMOW_RGB_800EP``: ``scalemae-vitlarge-800.pth`` from the authors' GitHub release
     ``base-800``, in the reference layout ``{'model', 'optimizer', 'epoch', 'scaler',
-    'args'}``. :func:`scalemae_pretrain_vit_large_patch16` (TorchGeo names
+    'args'}``. :func:`~.builders.scalemae_pretrain_vit_large_patch16` (TorchGeo names
     ``scalemae`` and ``scalemae_pretrain_vit_large_patch16``) converts it into
     :class:`~torchgeo_scalemae.models.ScaleMAE`, configuring the decoder and loss from
     the checkpoint's ``args`` (``band_config``, ``use_l1_loss``, ``l1_loss_weight``,
@@ -167,8 +159,6 @@ class ScaleMAEPretrainLarge16_Weights(WeightsEnum):  # type: ignore[misc]
 
     :meth:`get_state_dict` returns the weights converted to :class:`ScaleMAE` keys;
     :meth:`get_checkpoint` the raw checkpoint (reference keys, ``args``).
-
-    .. versionadded:: 0.1
     """
 
     FMOW_RGB_800EP = Weights(
@@ -213,8 +203,6 @@ class ScaleMAEPretrainLarge16_Weights(WeightsEnum):  # type: ignore[misc]
             RuntimeError: if the download's sha256 differs from ``meta['sha256']``, or
                 the file cannot be unpickled weights-only (the message says how to
                 load a trusted file instead).
-
-        .. versionadded:: 0.1
         """
         path = _download(self.url, progress)
         expected = self.meta.get('sha256')
@@ -225,7 +213,7 @@ class ScaleMAEPretrainLarge16_Weights(WeightsEnum):  # type: ignore[misc]
                     f'{self}: sha256 of {path} is {digest}, expected {expected}; '
                     'delete the file to download it again'
                 )
-        return _load_reference_file(path)
+        return _load_reference_file(path, self.url)
 
     def get_state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Return the checkpoint's weights converted to :class:`ScaleMAE` keys.
@@ -245,8 +233,6 @@ class ScaleMAEPretrainLarge16_Weights(WeightsEnum):  # type: ignore[misc]
 
         Returns:
             The converted state dict.
-
-        .. versionadded:: 0.1
         """
         checkpoint = self.get_checkpoint(progress=bool(kwargs.get('progress', True)))
         return convert_reference_state_dict(checkpoint['model'])
@@ -259,8 +245,21 @@ def _download(url: str, progress: bool) -> str:
     filename = os.path.basename(urlparse(url).path)
     path = os.path.join(directory, filename)
     if not os.path.exists(path):
-        torch.hub.download_url_to_file(url, path, None, progress=progress)
+        try:
+            torch.hub.download_url_to_file(url, path, None, progress=progress)
+        except (OSError, ValueError) as error:  # URLError and HTTPError are OSErrors
+            raise RuntimeError(_download_failed(url, path, error)) from error
     return path
+
+
+def _download_failed(url: str, path: str, error: BaseException) -> str:
+    """The message of a failed download: the URL, the cache path, the manual fix."""
+    return (
+        f'could not download the weights from {url} to {path} '
+        f'({type(error).__name__}: {error}). Without network access, download the '
+        f'file elsewhere and place it at {path} (the folder is torch.hub.get_dir()/'
+        'checkpoints; set TORCH_HOME to move it).'
+    )
 
 
 def _sha256(path: str) -> str:
@@ -271,366 +270,18 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _load_reference_file(path: str) -> dict[str, Any]:
-    """``torch.load`` weights-only with ``argparse.Namespace`` allow-listed."""
+def _load_reference_file(path: str, url: str) -> dict[str, Any]:
+    """Read a downloaded reference checkpoint weights-only; check its layout."""
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as error:
+        checkpoint = read_checkpoint(path)
+    except ValueError as error:
         raise RuntimeError(
-            f'{path} cannot be unpickled weights-only ({error}). If you trust the file, '
-            'load it with torch.load(path, weights_only=False) and pass the dict to '
-            'torchgeo_scalemae.models.scalemae_from_reference_checkpoint.'
+            f'{error}. Delete {path} to download it again from {url}, or place a '
+            'good copy there by hand.'
         ) from error
-    if not isinstance(checkpoint, Mapping) or 'model' not in checkpoint:
-        keys = sorted(checkpoint) if isinstance(checkpoint, Mapping) else None
+    if 'model' not in checkpoint:
         raise RuntimeError(
             f'{path} is not a Scale-MAE reference checkpoint: expected a dict with a '
-            f"'model' entry, got {type(checkpoint).__name__} with keys {keys}"
+            f"'model' entry, got keys {sorted(map(str, checkpoint))[:8]}"
         )
-    return dict(checkpoint)
-
-
-def load_encoder_state_dict(
-    model: ScaleMAEEncoder, state_dict: Mapping[str, Tensor]
-) -> None:
-    """Load encoder weights strictly: every key must match, except the classifier.
-
-    The fixed ``pos_embed`` table is dropped by the encoder itself. ``head.*`` in the
-    file is ignored when the model has no head (``num_classes=0``) or a head of another
-    size; a model head missing from the file stays randomly initialised. Any other
-    missing or unexpected key raises.
-
-    Args:
-        model: the encoder to load into.
-        state_dict: encoder state dict in timm's names.
-
-    Raises:
-        RuntimeError: naming the missing and unexpected keys.
-
-    .. versionadded:: 0.1
-    """
-    own = model.state_dict()
-    filtered = {
-        key: value
-        for key, value in state_dict.items()
-        if not (
-            key in _HEAD_KEYS
-            and (key not in own or tuple(own[key].shape) != tuple(value.shape))
-        )
-    }
-    missing, unexpected = model.load_state_dict(filtered, strict=False)
-    missing = [key for key in missing if key not in _HEAD_KEYS]
-    if missing or unexpected:
-        raise RuntimeError(
-            'the weights do not match ScaleMAEEncoder: '
-            f'missing keys {missing}, unexpected keys {list(unexpected)}'
-        )
-
-
-def _check_res(res: float | None, weights: WeightsEnum | None) -> float | None:
-    if res is None:
-        return None if weights is None else float(weights.meta['default_res'])
-    if isinstance(res, bool) or not isinstance(res, int | float) or not res > 0:
-        raise ValueError(f'res must be a positive float, got {res!r}')
-    return float(res)
-
-
-def _check_in_chans(weights: WeightsEnum, kwargs: dict[str, Any]) -> None:
-    expected = weights.meta['in_chans']
-    if kwargs.get('in_chans', expected) != expected:
-        raise ValueError(
-            f'{weights} has {expected} input channels, got in_chans='
-            f'{kwargs["in_chans"]!r}; build without weights, or use timm/TorchGeo '
-            'tasks (Classification(..., weights=...)), which adapt the first layer'
-        )
-    kwargs['in_chans'] = expected
-
-
-def _no_weights(name: str, weights: Any) -> None:
-    if weights is not None:
-        raise ValueError(
-            f'no pretrained weights exist for {name}; got weights={weights!r} '
-            '(only the ViT-L/16 builders have weights)'
-        )
-
-
-def head_last(model: ScaleMAEEncoder) -> ScaleMAEEncoder:
-    """Make ``head`` the encoder's last child module (in place).
-
-    TorchGeo's ``tasks.utils.load_state_dict`` (used by ``Classification``, ``MoCo``,
-    ``SimCLR``, ``BYOL`` and ``MAE`` to load ``weights=...``) treats the last child
-    module as the classifier; :class:`ScaleMAEEncoder` registers its ``pos_encoder``
-    after timm's ``head``. The timm entrypoints and these builders reorder it.
-
-    Args:
-        model: the encoder.
-
-    Returns:
-        The same encoder.
-
-    .. versionadded:: 0.1
-    """
-    modules = model._modules
-    if 'head' in modules:
-        modules['head'] = modules.pop('head')
-    return model
-
-
-def _encoder(
-    name: str, builder: Any, weights: Any, res: float | None, kwargs: dict[str, Any]
-) -> ScaleMAEEncoder:
-    _no_weights(name, weights)
-    res = _check_res(res, None)
-    if res is not None:
-        kwargs['res'] = res
-    return head_last(builder(**kwargs))
-
-
-def _pretrain(
-    name: str, builder: Any, weights: Any, res: float | None, kwargs: dict[str, Any]
-) -> ScaleMAE:
-    _no_weights(name, weights)
-    res = _check_res(res, None)
-    if res is not None:
-        kwargs['res'] = res
-    model: ScaleMAE = builder(**kwargs)
-    return model
-
-
-def scalemae_vit_tiny_patch16(
-    weights: None = None, *, res: float | None = None, **kwargs: Any
-) -> ScaleMAEEncoder:
-    """TorchGeo builder of the tiny test-sized encoder (64-d, 2 blocks, 4 heads).
-
-    Args:
-        weights: must be None (no pretrained weights exist).
-        res: default scale of the encoder (default 1.0).
-        **kwargs: forwarded to :func:`torchgeo_scalemae.models.scalemae_vit_tiny_patch16`.
-
-    Returns:
-        The encoder.
-
-    .. versionadded:: 0.1
-    """
-    return _encoder('scalemae_vit_tiny_patch16', _vit_tiny, weights, res, kwargs)
-
-
-def scalemae_vit_base_patch16(
-    weights: None = None, *, res: float | None = None, **kwargs: Any
-) -> ScaleMAEEncoder:
-    """TorchGeo builder of the ViT-B/16 encoder.
-
-    Args:
-        weights: must be None (no pretrained weights exist).
-        res: default scale of the encoder (default 1.0).
-        **kwargs: forwarded to :func:`torchgeo_scalemae.models.scalemae_vit_base_patch16`.
-
-    Returns:
-        The encoder.
-
-    .. versionadded:: 0.1
-    """
-    return _encoder('scalemae_vit_base_patch16', _vit_base, weights, res, kwargs)
-
-
-def scalemae_vit_large_patch16(
-    weights: ScaleMAEEncoderLarge16_Weights | str | None = None,
-    *,
-    res: float | None = None,
-    **kwargs: Any,
-) -> ScaleMAEEncoder:
-    """TorchGeo builder of the ViT-L/16 encoder, optionally with the released weights.
-
-    Args:
-        weights: None, a :class:`ScaleMAEEncoderLarge16_Weights` member or its name
-            (``'FMOW_RGB'`` or ``'ScaleMAEEncoderLarge16_Weights.FMOW_RGB'``).
-        res: default scale of the encoder; None uses ``weights.meta['default_res']``
-            (1.0) with weights, else the encoder's default (1.0).
-        **kwargs: forwarded to
-            :func:`torchgeo_scalemae.models.scalemae_vit_large_patch16`
-            (``num_classes``, ``img_size``, ``global_pool``...). With weights,
-            ``in_chans`` must be 3.
-
-    Returns:
-        The encoder, with the weights loaded strictly (see
-        :func:`load_encoder_state_dict`).
-
-    Raises:
-        ValueError: for unknown weights, a bad ``res`` or ``in_chans`` != 3 with weights.
-        RuntimeError: if the downloaded weights do not match the encoder.
-
-    .. versionadded:: 0.1
-    """
-    if weights is None:
-        return _encoder('scalemae_vit_large_patch16', _vit_large, None, res, kwargs)
-    member = _verify(ScaleMAEEncoderLarge16_Weights, weights)
-    _check_in_chans(member, kwargs)
-    kwargs['res'] = _check_res(res, member)
-    model = head_last(_vit_large(**kwargs))
-    state_dict = member.get_state_dict(
-        progress=True, check_hash=True, weights_only=True
-    )
-    load_encoder_state_dict(model, state_dict)
-    return model
-
-
-def scalemae_vit_huge_patch14(
-    weights: None = None, *, res: float | None = None, **kwargs: Any
-) -> ScaleMAEEncoder:
-    """TorchGeo builder of the ViT-H/14 encoder.
-
-    Args:
-        weights: must be None (no pretrained weights exist).
-        res: default scale of the encoder (default 1.0).
-        **kwargs: forwarded to :func:`torchgeo_scalemae.models.scalemae_vit_huge_patch14`.
-
-    Returns:
-        The encoder.
-
-    .. versionadded:: 0.1
-    """
-    return _encoder('scalemae_vit_huge_patch14', _vit_huge, weights, res, kwargs)
-
-
-def scalemae_pretrain_vit_tiny_patch16(
-    weights: None = None, *, res: float | None = None, **kwargs: Any
-) -> ScaleMAE:
-    """TorchGeo builder of the tiny full Scale-MAE model (fixture sizes).
-
-    Args:
-        weights: must be None (no pretrained weights exist).
-        res: default scale of the encoder (default 1.0).
-        **kwargs: forwarded to
-            :func:`torchgeo_scalemae.models.scalemae_pretrain_vit_tiny_patch16`.
-
-    Returns:
-        The model.
-
-    .. versionadded:: 0.1
-    """
-    return _pretrain(
-        'scalemae_pretrain_vit_tiny_patch16', _pretrain_tiny, weights, res, kwargs
-    )
-
-
-def scalemae_pretrain_vit_base_patch16(
-    weights: None = None, *, res: float | None = None, **kwargs: Any
-) -> ScaleMAE:
-    """TorchGeo builder of the full Scale-MAE model with a ViT-B/16 encoder.
-
-    Args:
-        weights: must be None (no pretrained weights exist).
-        res: default scale of the encoder (default 1.0).
-        **kwargs: forwarded to
-            :func:`torchgeo_scalemae.models.scalemae_pretrain_vit_base_patch16`.
-
-    Returns:
-        The model.
-
-    .. versionadded:: 0.1
-    """
-    return _pretrain(
-        'scalemae_pretrain_vit_base_patch16', _pretrain_base, weights, res, kwargs
-    )
-
-
-def scalemae_pretrain_vit_large_patch16(
-    weights: ScaleMAEPretrainLarge16_Weights | str | None = None,
-    *,
-    res: float | None = None,
-    **kwargs: Any,
-) -> ScaleMAE:
-    """TorchGeo builder of the paper's full Scale-MAE (ViT-L/16 and bandpass decoder).
-
-    Without weights this is the recipe configuration. With
-    ``ScaleMAEPretrainLarge16_Weights.FMOW_RGB_800EP`` the released checkpoint is
-    downloaded, unpickled weights-only and converted; the decoder and loss follow the
-    checkpoint's ``args`` where present (see the enum).
-
-    Args:
-        weights: None, a :class:`ScaleMAEPretrainLarge16_Weights` member or its name.
-        res: default scale of the encoder; None uses ``weights.meta['default_res']``
-            (1.0) with weights, else 1.0.
-        **kwargs: without weights, forwarded to
-            :func:`torchgeo_scalemae.models.scalemae_pretrain_vit_large_patch16`;
-            with weights, overrides passed to
-            :func:`torchgeo_scalemae.models.scalemae_from_reference_checkpoint`
-            (for example ``mask_ratio``, ``loss_preset``, ``fast_ops``; the
-            architecture comes from the checkpoint).
-
-    Returns:
-        The model.
-
-    Raises:
-        ValueError: for unknown weights or a bad ``res``.
-        RuntimeError: if the checkpoint cannot be read or does not match.
-
-    .. versionadded:: 0.1
-    """
-    if weights is None:
-        return _pretrain(
-            'scalemae_pretrain_vit_large_patch16', _pretrain_large, None, res, kwargs
-        )
-    member = _verify(ScaleMAEPretrainLarge16_Weights, weights)
-    kwargs['res'] = _check_res(res, member)
-    checkpoint = member.get_checkpoint(progress=True)
-    return scalemae_from_reference_checkpoint(checkpoint, **kwargs)
-
-
-def scalemae(
-    weights: ScaleMAEPretrainLarge16_Weights | str | None = None,
-    *,
-    res: float | None = None,
-    **kwargs: Any,
-) -> ScaleMAE:
-    """TorchGeo builder registered as ``scalemae``: the paper's full model.
-
-    The same as :func:`scalemae_pretrain_vit_large_patch16` (ViT-L/16 encoder with the
-    recipe bandpass decoder: 512-d, 3 blocks, 16 heads, fcn 512 x 2).
-
-    Args:
-        weights: None, a :class:`ScaleMAEPretrainLarge16_Weights` member or its name.
-        res: default scale of the encoder (see
-            :func:`scalemae_pretrain_vit_large_patch16`).
-        **kwargs: as :func:`scalemae_pretrain_vit_large_patch16`.
-
-    Returns:
-        The model.
-
-    .. versionadded:: 0.1
-    """
-    return scalemae_pretrain_vit_large_patch16(weights, res=res, **kwargs)
-
-
-def scalemae_pretrain_vit_huge_patch14(
-    weights: None = None, *, res: float | None = None, **kwargs: Any
-) -> ScaleMAE:
-    """TorchGeo builder of the full Scale-MAE model with a ViT-H/14 encoder.
-
-    Args:
-        weights: must be None (no pretrained weights exist).
-        res: default scale of the encoder (default 1.0).
-        **kwargs: forwarded to
-            :func:`torchgeo_scalemae.models.scalemae_pretrain_vit_huge_patch14`.
-
-    Returns:
-        The model.
-
-    .. versionadded:: 0.1
-    """
-    return _pretrain(
-        'scalemae_pretrain_vit_huge_patch14', _pretrain_huge, weights, res, kwargs
-    )
-
-
-def _verify[E: WeightsEnum](enum: type[E], weights: Any) -> E:
-    """Resolve a member or its name; raise ValueError naming the bad value."""
-    try:
-        member = enum.verify(weights)
-    except (KeyError, TypeError) as error:
-        names = [str(m) for m in enum]
-        raise ValueError(
-            f'weights must be one of {names} (or a member name), got {weights!r}'
-        ) from error
-    return cast(E, member)
+    return checkpoint
