@@ -15,6 +15,7 @@ from typing import Any
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs
+from torch import Tensor
 
 from .models.builders import ENCODER_CONFIGS, ENCODERS
 from .models.checkpoint import encoder_keys_for, model_state_dict
@@ -81,6 +82,40 @@ def _filter_fn(state_dict: dict[str, Any], model: ScaleMAEEncoder) -> dict[str, 
     return encoder_keys_for(model, model_state_dict(state_dict))
 
 
+_RES_GETTERS: dict[type, type] = {}
+
+
+def _features_forward(self: Any, x: Tensor, res: Tensor | float | None = None) -> Any:
+    """(B, C, H, W) images to the feature maps of ``out_indices``, at scale ``res``."""
+    return self.model.forward_intermediates(
+        x,
+        indices=self.out_indices,
+        norm=self.norm,
+        output_fmt=self.output_fmt,
+        intermediates_only=True,
+        res=res,
+    )
+
+
+def _accept_res(wrapper: Any) -> Any:
+    """Make a timm ``features_only`` wrapper's ``forward`` take ``res`` (in place).
+
+    timm's feature getter calls ``forward_intermediates(x)`` only; the subclass made
+    here (one per wrapper class) passes ``res`` through as well.
+    """
+    base = type(wrapper)
+    cls = _RES_GETTERS.get(base)
+    if cls is None:
+        cls = type(
+            f'ScaleMAE{base.__name__}',
+            (base,),
+            {'forward': _features_forward, '__module__': __name__},
+        )
+        _RES_GETTERS[base] = cls
+    wrapper.__class__ = cls
+    return wrapper
+
+
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> ScaleMAEEncoder:
     out_indices = kwargs.pop('out_indices', min(3, DEPTHS[variant]))
     model: ScaleMAEEncoder = build_model_with_cfg(
@@ -91,6 +126,8 @@ def _create(variant: str, pretrained: bool, **kwargs: Any) -> ScaleMAEEncoder:
         feature_cfg={'out_indices': out_indices, 'feature_cls': 'getter'},
         **kwargs,
     )
+    if kwargs.get('features_only'):
+        model = _accept_res(model)
     return model
 
 

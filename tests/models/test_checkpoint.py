@@ -1,4 +1,5 @@
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ from torchgeo_scalemae.models import (
     reference_args_to_config,
     scalemae_from_reference_checkpoint,
 )
+
+from .reference_data import DATA
 
 
 def save_training_checkpoint(path: Path, fixture: dict[str, Any], **args: Any) -> None:
@@ -136,3 +139,51 @@ def test_args_mapping() -> None:
         reference_args_to_config({'model': 'vit_xl'})
     with pytest.raises(ValueError, match="'args' must be"):
         load_reference_checkpoint({'model': {}, 'args': 3})
+
+
+def test_not_a_checkpoint_files(tmp_path: Path) -> None:
+    from torchgeo_scalemae.models import load_weights, read_checkpoint
+
+    empty = tmp_path / 'empty.pth'
+    empty.write_bytes(b'')
+    with pytest.raises(ValueError, match='is not a checkpoint: the file is empty'):
+        read_checkpoint(empty)
+    noise = tmp_path / 'noise.ckpt'
+    noise.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match=r'noise\.ckpt.* is not a checkpoint'):
+        load_weights(noise)
+    bad = tmp_path / 'bad.safetensors'
+    bad.write_bytes(b'not safetensors at all')
+    with pytest.raises(ValueError, match='is not a readable safetensors file'):
+        read_checkpoint(bad)
+    with pytest.raises(FileNotFoundError, match=r'missing\.pth'):
+        load_weights(tmp_path / 'missing.pth')
+    with pytest.raises(TypeError, match='got int: 3'):
+        load_weights(3)  # type: ignore[arg-type]
+
+
+def test_infer_config_names_what_is_missing(fixture: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match=r"missing \['patch_embed\.proj\.weight'"):
+        infer_reference_config({'mask_token': torch.zeros(1, 1, 8)})
+    with pytest.raises(TypeError, match='state_dict must be a mapping, got list'):
+        infer_reference_config([])  # type: ignore[arg-type]
+    state = {
+        k: v
+        for k, v in fixture['state'].items()
+        if not k.startswith('decoder_blocks.1.')
+    }
+    with pytest.raises(ValueError, match=r'lacks whole blocks decoder_blocks\.\[1\]'):
+        infer_reference_config(state)
+
+
+def test_missing_last_block_of_a_released_width_is_refused() -> None:
+    """A ViT-L state dict without its last block does not build a shallower model."""
+    layout = json.loads((DATA / 'reference_checkpoint_keys.json').read_text())
+    keys = layout['vit_large_patch16']['keys']
+    state = {
+        key: torch.empty(shape, device='meta')
+        for key, shape in keys.items()
+        if not key.startswith('blocks.23.')
+    }
+    with pytest.raises(ValueError, match='has 23 encoder blocks, but a 1024-wide'):
+        scalemae_from_reference_checkpoint(state)

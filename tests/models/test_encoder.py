@@ -254,7 +254,9 @@ def test_timm_pos_embed_hook(tiny: ScaleMAEEncoder) -> None:
     tiny.res = 2.0
     nhwc = tiny.patch_embed(x)
     assert nhwc.shape == (2, 2, 3, 64)
-    torch.testing.assert_close(tiny._pos_embed(nhwc), tiny._embed(x, None))
+    torch.testing.assert_close(
+        tiny._pos_embed(nhwc), tiny._embed(x, None, tiny._check_input(x))
+    )
     with pytest.raises(ValueError, match='do not fill a 2x2 grid'):
         tiny._pos_embed(torch.randn(1, 5, 64), grid_size=(2, 2))
 
@@ -284,3 +286,49 @@ def test_cuda_forward_never_synchronises(autocast: bool) -> None:
     assert tokens.shape == (2, 17, encoder.embed_dim) and tokens.is_cuda
     assert logits.shape == (2, 5) and logits.is_cuda
     assert last[0].is_cuda
+
+
+def test_builders_reject_inconsistent_sizes() -> None:
+    from torchgeo_scalemae.models import ScaleMAEEncoder, scalemae_vit_tiny_patch16
+
+    with pytest.raises(
+        ValueError, match='img_size 50 must be a multiple of the patch size 16'
+    ):
+        scalemae_vit_tiny_patch16(img_size=50)
+    with pytest.raises(ValueError, match='patch_size must be positive, got 0'):
+        scalemae_vit_tiny_patch16(patch_size=0)
+    with pytest.raises(
+        ValueError, match='embed_dim 66 is not divisible by num_heads 4'
+    ):
+        scalemae_vit_tiny_patch16(embed_dim=66)
+    with pytest.raises(ValueError, match='num_heads must be a positive int, got 0'):
+        ScaleMAEEncoder(embed_dim=64, num_heads=0, depth=1)
+
+
+def test_head_is_the_last_child_module() -> None:
+    from torchgeo_scalemae.models import scalemae_vit_tiny_patch16
+
+    for classes in (0, 5):
+        names = [
+            name
+            for name, _ in scalemae_vit_tiny_patch16(
+                num_classes=classes
+            ).named_children()
+        ]
+        assert names[-1] == 'head' and 'pos_encoder' in names
+
+
+def test_forward_intermediates_indices_validated() -> None:
+    from torchgeo_scalemae.models import scalemae_vit_tiny_patch16
+
+    model = scalemae_vit_tiny_patch16(img_size=32)
+    x = torch.randn(1, 3, 32, 32)
+    assert (
+        len(model.forward_intermediates(x, indices=[-1], intermediates_only=True)) == 1
+    )
+    with pytest.raises(ValueError, match='block index 5 is out of range for 2 blocks'):
+        model.forward_intermediates(x, indices=[5])
+    with pytest.raises(
+        ValueError, match=r'indices=3 \(the last n blocks\) must be in 1..2'
+    ):
+        model.forward_intermediates(x, indices=3)

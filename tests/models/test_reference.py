@@ -112,3 +112,12 @@ def test_fixture_copies_match_shared() -> None:
     ):
         original = shared_path('fixtures', 'reference', name)
         assert original.read_bytes() == (DATA / name).read_bytes(), name
+
+
+def test_converter_rejects_what_is_not_a_state_dict() -> None:
+    with pytest.raises(TypeError, match='got NoneType'):
+        convert_reference_state_dict(None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match='got list'):
+        convert_reference_state_dict([('cls_token', torch.zeros(1))])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"these are not: \['cls_token'\]"):
+        convert_reference_state_dict({'cls_token': [0.0]})

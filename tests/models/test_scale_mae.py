@@ -275,3 +275,51 @@ def test_backward_never_synchronises(heads: str) -> None:
     with SyncDetector() as detector:
         torch.ones(2).sum().item()
     assert detector.calls == ['aten._local_scalar_dense.default']
+
+
+def test_bad_inputs_fail_with_the_value_named() -> None:
+    model = scalemae_pretrain_vit_tiny_patch16()
+    images = torch.randn(2, 3, 64, 64)
+    with pytest.raises(ValueError, match=r'the batch is empty: images of shape \(0,'):
+        model(images[:0])
+    with pytest.raises(TypeError, match=r"mask_ratio must be a number in .*'0\.5'"):
+        model(images, mask_ratio='0.5')  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"mask_ratio must be a number in .*'0\.5'"):
+        scalemae_pretrain_vit_tiny_patch16(mask_ratio='0.5')
+    with pytest.raises(ValueError, match=r'mask_ratio=0\.95 keeps no visible patch'):
+        model(images, mask_ratio=0.95)  # 16 patches: int(16 * 0.05) == 0
+    with pytest.raises(TypeError, match=r'noise must be a \(2, 16\) tensor, got list'):
+        model(images, noise=[[0.0] * 16] * 2)  # type: ignore[arg-type]
+    noise = torch.rand(2, 16)
+    noise[0, 3] = float('nan')
+    with pytest.raises(ValueError, match='noise must be finite'):
+        model(images, noise=noise)
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float16])
+def test_other_float_dtypes_are_cast(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = scalemae_pretrain_vit_tiny_patch16().eval()
+    images = torch.randn(2, 3, 32, 32)
+    noise = torch.rand(2, 4)
+    with torch.no_grad():
+        want = model(images, noise=noise).pred_low
+        got = model(images.to(dtype), noise=noise).pred_low
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(
+        got, want, atol=5e-2 if dtype == torch.float16 else 1e-5, rtol=0
+    )
+
+
+def test_images_are_checked_once_per_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = scalemae_pretrain_vit_tiny_patch16()
+    calls: list[int] = []
+    original = model.encoder._check_input
+
+    def counting(x: torch.Tensor) -> tuple[int, int]:
+        calls.append(1)
+        return original(x)
+
+    monkeypatch.setattr(model.encoder, '_check_input', counting)
+    model(torch.randn(2, 3, 32, 32), targets=torch.randn(2, 3, 64, 64))
+    assert len(calls) == 1

@@ -103,7 +103,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             obj = torch.load(file, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
-        if 'weights_only' not in str(error) and 'Unsupported global' not in str(error):
+        if 'Unsupported global' not in str(error):
             raise ValueError(
                 f'{str(path)!r} is not a checkpoint (not a torch or safetensors '
                 f'file, or truncated): {error}'
@@ -438,6 +438,33 @@ def reference_args_to_config(args: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _block_count(state_dict: Mapping[str, Tensor], prefix: str) -> int:
+    """Number of transformer blocks under *prefix*; every block must be whole."""
+    blocks: dict[int, set[str]] = {}
+    for key in state_dict:
+        if key.startswith(prefix):
+            index, _, rest = key[len(prefix) :].partition('.')
+            blocks.setdefault(int(index), set()).add(rest)
+    if not blocks:
+        return 0
+    count = 1 + max(blocks)
+    absent = [i for i in range(count) if i not in blocks]
+    if absent:
+        raise ValueError(f'the state dict lacks whole blocks {prefix}{absent}')
+    first = blocks[0]
+    partial = [i for i, names in blocks.items() if names != first]
+    if partial:
+        raise ValueError(
+            f'blocks {prefix}{sorted(partial)} do not hold the same tensors as '
+            f'{prefix}0'
+        )
+    return count
+
+
+#: Encoder depth of the released architectures, by width.
+_DEPTH_BY_WIDTH = {768: 12, 1024: 24, 1280: 32}
+
+
 def infer_reference_config(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
     """Infer the architecture from the shapes of a reference state dict.
 
@@ -471,11 +498,8 @@ def infer_reference_config(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
     patch = state_dict['patch_embed.proj.weight']
     dim, in_chans, ph, _ = patch.shape
     ddim = state_dict['mask_token'].shape[-1]
-    depth = 1 + max(int(k.split('.')[1]) for k in state_dict if k.startswith('blocks.'))
-    ddepth = 1 + max(
-        (int(k.split('.')[1]) for k in state_dict if k.startswith('decoder_blocks.')),
-        default=-1,
-    )
+    depth = _block_count(state_dict, 'blocks.')
+    ddepth = _block_count(state_dict, 'decoder_blocks.')
     independent = 'fcn_high.proj.weight' in state_dict
     head = 'fcn_high.' if independent else 'fcn.'
     fcn_dim = state_dict[head + 'proj.weight'].shape[0]
@@ -531,6 +555,18 @@ def scalemae_from_reference_checkpoint(
     )
     state, args = _split(checkpoint)
     config = infer_reference_config(state)
+    expected = _DEPTH_BY_WIDTH.get(config['embed_dim'])
+    if (
+        args is None
+        and 'depth' not in overrides
+        and expected is not None
+        and config['depth'] != expected
+    ):
+        raise ValueError(
+            f'the state dict has {config["depth"]} encoder blocks, but a '
+            f'{config["embed_dim"]}-wide reference model has {expected}: blocks are '
+            'missing; pass depth=... if the architecture really is shallower'
+        )
     if args is not None:
         config.update(reference_args_to_config(args))
     config = {k: v for k, v in config.items() if k in REFERENCE_CONFIG_KEYS}

@@ -56,6 +56,35 @@ def _drop_fixed_pos_embed(
     state_dict.pop(prefix + 'pos_embed', None)
 
 
+def check_mask_ratio(mask_ratio: float, num_patches: int | None = None) -> float:
+    """Validate a mask ratio; with *num_patches*, check that a patch stays visible.
+
+    Args:
+        mask_ratio: fraction of patches removed, in [0, 1).
+        num_patches: patches per image N; ``int(N * (1 - mask_ratio))`` must be >= 1.
+
+    Returns:
+        The ratio as a float.
+
+    Raises:
+        TypeError: if it is not a real number.
+        ValueError: if it is outside [0, 1) or removes every patch.
+    """
+    if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, int | float):
+        raise TypeError(
+            f'mask_ratio must be a number in [0, 1), got {type(mask_ratio).__name__} '
+            f'{mask_ratio!r}'
+        )
+    if not 0.0 <= mask_ratio < 1.0:
+        raise ValueError(f'mask_ratio must be in [0, 1), got {mask_ratio}')
+    if num_patches is not None and int(num_patches * (1 - mask_ratio)) < 1:
+        raise ValueError(
+            f'mask_ratio={mask_ratio} keeps no visible patch of the {num_patches} '
+            'patches per image; use a lower mask_ratio or larger images'
+        )
+    return float(mask_ratio)
+
+
 def _block_indices(depth: int, indices: int | list[int] | None) -> list[int]:
     """Absolute block indices, as timm's ``forward_intermediates`` takes them.
 
@@ -202,6 +231,8 @@ class ScaleMAEEncoder(VisionTransformer):
                 f'images must be a floating-point tensor (normalised pixels), got '
                 f'dtype {x.dtype}'
             )
+        if x.shape[0] == 0:
+            raise ValueError(f'the batch is empty: images of shape {tuple(x.shape)}')
         _, c, h, w = x.shape
         if c != self.in_chans:
             raise ValueError(
@@ -261,9 +292,17 @@ class ScaleMAEEncoder(VisionTransformer):
         out: Tensor = self.pos_drop(x)
         return out
 
-    def _embed(self, x: Tensor, res: Tensor | float | None) -> Tensor:
-        """Patch-embed, add the encoding, apply patch dropout and the pre-norm."""
-        grid = self._check_input(x)
+    def _embed(
+        self, x: Tensor, res: Tensor | float | None, grid: tuple[int, int]
+    ) -> Tensor:
+        """Patch-embed, add the encoding, apply patch dropout and the pre-norm.
+
+        *x* has been checked (:meth:`_check_input`, which gave *grid*).
+        """
+        weight = self.patch_embed.proj.weight
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            # float64 or float16 images into a float32 model: compute in its dtype
+            x = x.to(weight.dtype)
         # timm's PatchEmbed in dynamic mode returns a permuted NHWC view whose
         # flattening copies; flatten the convolution output directly instead
         tokens = self.patch_embed.proj(x).flatten(2).transpose(1, 2)
@@ -297,7 +336,7 @@ class ScaleMAEEncoder(VisionTransformer):
             ValueError: for a wrong channel count or dtype, a size that is not a
                 multiple of the patch size, or a bad ``res``.
         """
-        x = self._embed(x, res)
+        x = self._embed(x, res, self._check_input(x))
         if attn_mask is not None or is_causal:
             for blk in self.blocks:
                 x = blk(x, attn_mask=attn_mask, is_causal=is_causal)
@@ -371,7 +410,7 @@ class ScaleMAEEncoder(VisionTransformer):
         max_index = max(take_indices)
         b = x.shape[0]
         h, w = self._check_input(x)
-        x = self._embed(x, res)
+        x = self._embed(x, res, (h, w))
         blocks = self.blocks if not stop_early else self.blocks[: max_index + 1]
         intermediates: list[Tensor] = []
         for i, blk in enumerate(blocks):
@@ -423,15 +462,27 @@ class ScaleMAEEncoder(VisionTransformer):
             (B, N) mask (1 = removed) and (B, N) the un-shuffling permutation.
 
         Raises:
-            ValueError: for a ratio outside [0, 1) or noise of the wrong shape.
+            TypeError: for a ratio that is not a number or noise that is no tensor.
+            ValueError: for a ratio outside [0, 1) or that keeps no patch, or noise
+                of the wrong shape or not finite (checked on the CPU only).
         """
         b, n, d = x.shape
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f'mask_ratio must be in [0, 1), got {mask_ratio}')
-        if noise is not None and tuple(noise.shape) != (b, n):
-            raise ValueError(
-                f'noise must have shape ({b}, {n}), got {tuple(noise.shape)}'
-            )
+        check_mask_ratio(mask_ratio, n)
+        if noise is not None:
+            if not isinstance(noise, Tensor):
+                raise TypeError(
+                    f'noise must be a ({b}, {n}) tensor, got {type(noise).__name__}'
+                )
+            if tuple(noise.shape) != (b, n):
+                raise ValueError(
+                    f'noise must have shape ({b}, {n}), got {tuple(noise.shape)}'
+                )
+            if (
+                noise.device.type == 'cpu'
+                and not torch.compiler.is_compiling()
+                and not bool(torch.isfinite(noise).all())
+            ):
+                raise ValueError('noise must be finite, got NaN or inf values')
         if mask_ratio == 0.0:
             ids = torch.arange(n, device=x.device).expand(b, n)
             return x, x.new_zeros(b, n), ids
@@ -473,7 +524,18 @@ class ScaleMAEEncoder(VisionTransformer):
             ValueError: for bad images, ``res``, ``mask_ratio`` or ``noise``.
         """
         grid = self._check_input(x)
-        tokens = self._embed(x, res)
+        return self._forward_masked(x, grid, res, mask_ratio, noise)
+
+    def _forward_masked(
+        self,
+        x: Tensor,
+        grid: tuple[int, int],
+        res: Tensor | float | None,
+        mask_ratio: float,
+        noise: Tensor | None,
+    ) -> EncoderOutput:
+        """:meth:`forward_masked` for images already checked (*grid* given)."""
+        tokens = self._embed(x, res, grid)
         n_prefix = self.num_prefix_tokens
         kept, mask, ids_restore = self.random_masking(
             tokens[:, n_prefix:], mask_ratio, noise

@@ -53,8 +53,6 @@ def reference_key_to_ours(key: str) -> str | None:
 
     Raises:
         KeyError: for a key the reference layout does not have.
-
-    .. versionadded:: 0.1
     """
     if key in UNUSED_REFERENCE_KEYS:
         return None
@@ -87,13 +85,25 @@ def convert_reference_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Ten
         A new dict with our keys (same tensor objects).
 
     Raises:
+        TypeError: if *state_dict* is not a mapping or holds values that are not
+            tensors.
         KeyError: naming every key that is not part of the reference layout.
         ValueError: if a key of the reference layout is missing (the encoder's
             ``cls_token``/``patch_embed``/``norm``, the decoder's ``mask_token``,
             ``decoder_embed``, ``decoder_norm`` or the upsampling/head weights).
-
-    .. versionadded:: 0.1
     """
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(
+            'state_dict must be a mapping of reference keys to tensors (for example '
+            f"checkpoint['model']), got {type(state_dict).__name__}"
+        )
+    not_tensors = sorted(
+        str(k) for k, v in state_dict.items() if not isinstance(v, Tensor)
+    )
+    if not_tensors:
+        raise TypeError(
+            f'state_dict values must be tensors; these are not: {not_tensors[:8]}'
+        )
     keys = list(state_dict)
     if keys and all(k.startswith('module.') for k in keys):
         state_dict = {k[len('module.') :]: v for k, v in state_dict.items()}

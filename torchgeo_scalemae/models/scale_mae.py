@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from .decoder import BandpassDecoder
-from .encoder import ScaleMAEEncoder
+from .encoder import ScaleMAEEncoder, check_mask_ratio
 from .loss import BandpassLoss
 
 __all__ = ('REFERENCE_CONFIG_KEYS', 'ScaleMAE', 'ScaleMAEOutput')
@@ -167,8 +167,7 @@ class ScaleMAE(nn.Module):
             ValueError: for inconsistent settings.
         """
         super().__init__()
-        if not 0.0 <= mask_ratio < 1.0:
-            raise ValueError(f'mask_ratio must be in [0, 1), got {mask_ratio}')
+        check_mask_ratio(mask_ratio)
         self.encoder = ScaleMAEEncoder(
             res=res,
             img_size=img_size,
@@ -283,10 +282,11 @@ class ScaleMAE(nn.Module):
             ValueError: for bad images, ``res``, ``noise`` or a target that is not
                 exactly (B, C, 2H, 2W).
         """
-        b = self._check_targets(images, targets)[0]
+        grid = self.encoder._check_input(images)
+        b = self._check_targets(images, targets)
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
         res_t = self.encoder._resolve_res(res, b)
-        enc = self.encoder.forward_masked(images, res_t, ratio, noise)
+        enc = self.encoder._forward_masked(images, grid, res_t, ratio, noise)
         pred_low, pred_high = self.decoder(
             enc.latent, enc.ids_restore, res_t, enc.grid_size
         )
@@ -304,11 +304,8 @@ class ScaleMAE(nn.Module):
             losses.target_high,
         )
 
-    def _check_targets(
-        self, images: Tensor, targets: Tensor | None
-    ) -> tuple[int, int, int, int]:
-        """Validate the images and the target size; return the image shape."""
-        self.encoder._check_input(images)
+    def _check_targets(self, images: Tensor, targets: Tensor | None) -> int:
+        """Validate the target size against checked images; return the batch size."""
         b, c, h, w = images.shape
         if targets is not None:
             expected = (b, c, 2 * h, 2 * w)
@@ -318,4 +315,4 @@ class ScaleMAE(nn.Module):
                     f'targets must be exactly twice the input size, {expected} for '
                     f'images of shape {tuple(images.shape)}, got {got}'
                 )
-        return b, c, h, w
+        return b
