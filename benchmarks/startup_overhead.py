@@ -39,7 +39,7 @@ FILES = (
 )
 
 # ``import json`` first: in -S mode nothing has used the path-based finder yet, and its
-# one-off set-up (path hooks, zipimport; about 3 ms) would otherwise be charged to the
+# one-off set-up (path hooks, zipimport) would otherwise be charged to the
 # first module imported from a folder. A normal start-up pays that set-up anyway
 # (site.py looks for sitecustomize/usercustomize on sys.path).
 SITE_TIMER = (

@@ -73,7 +73,7 @@ def _hashed_file(obj: Any, folder: Path, stem: str) -> Path:
 def _released_layout(
     state: dict[str, Tensor], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """A checkpoint as the reference ``save_model`` writes it (spec section 8.1)."""
+    """A checkpoint as the reference ``save_model`` writes it (``mae/util/misc.py``)."""
     return {
         'model': state,
         'optimizer': {

@@ -8,7 +8,7 @@ to ``torchgeo_scalemae_autoregister.pth`` and ``torchgeo_scalemae_autoregister.s
 the PEP 829 ``.start`` entry point (Python >= 3.15, where the ``.start`` file disables the
 ``.pth`` import line) calls :func:`install`, which only inserts a tiny finder at the front of
 :data:`sys.meta_path`. Nothing else is imported: no torch, no TorchGeo, not even
-:mod:`importlib.util`, so the start-up cost is a few tens of microseconds.
+:mod:`importlib.util` (``benchmarks/startup_overhead.py`` measures the cost).
 
 When ``torchgeo.models`` or ``torchgeo.tasks`` is later imported, the finder wraps that
 module's loader so that, right after the module body has run, ``torchgeo_scalemae`` is
@@ -45,8 +45,6 @@ def enabled() -> bool:
     Returns:
         False when the environment variable ``TORCHGEO_SCALEMAE_AUTOREGISTER`` is one of
         ``0``, ``false``, ``no`` or ``off`` (case-insensitive), else True.
-
-    .. versionadded:: 0.1
     """
     return os.environ.get(ENV_VAR, '1').strip().lower() not in _OFF
 
@@ -113,8 +111,6 @@ class Finder:
     For any other name :meth:`find_spec` returns None at once (a set look-up). For a
     trigger it asks the finders after itself for the real spec and wraps the loader's
     ``exec_module`` so that registration runs right after the module body.
-
-    .. versionadded:: 0.1
     """
 
     _torchgeo_scalemae_autoregister = True
@@ -172,8 +168,6 @@ def install() -> None:
 
     Called at interpreter start-up by the ``.pth`` line or the ``.start`` entry point.
     If a trigger module is already imported, registration runs at once.
-
-    .. versionadded:: 0.1
     """
     if not enabled():
         return
@@ -187,8 +181,5 @@ def install() -> None:
 
 
 def uninstall() -> None:
-    """Remove the finder from :data:`sys.meta_path` (for tests).
-
-    .. versionadded:: 0.1
-    """
+    """Remove the finder from :data:`sys.meta_path` (for tests)."""
     sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, MARKER, False)]

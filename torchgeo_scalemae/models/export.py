@@ -141,8 +141,6 @@ def encoder_from_checkpoint(path: str | os.PathLike[str]) -> ScaleMAEEncoder:
         FileNotFoundError: If the file does not exist.
         ValueError: If it is not a pretraining checkpoint, or its weights do not fit
             the architecture its hyperparameters describe.
-
-    .. versionadded:: 0.2
     """
     return _encoder_of(read_pretraining_checkpoint(path), path)
 
@@ -165,8 +163,6 @@ def export_encoder(
         ValueError: If *output* does not end in ``.safetensors``, or the checkpoint
             is not a pretraining checkpoint.
         FileNotFoundError: If the checkpoint or the output's folder does not exist.
-
-    .. versionadded:: 0.2
     """
     from safetensors.torch import save_file
 
