@@ -1,9 +1,11 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
 import math
+import re
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,6 +80,45 @@ def test_gsd_to_res() -> None:
     for bad in (0.0, -1.0, math.nan, math.inf, True):
         with pytest.raises(ValueError, match='reference_gsd'):
             gsd_to_res(gsd, bad)
+
+
+def test_gsd_to_res_numbers() -> None:
+    # a Python (or NumPy) number gives a Python float
+    assert gsd_to_res(0.5) == 0.5
+    assert isinstance(gsd_to_res(0.5), float)
+    assert gsd_to_res(2, 4.0) == 0.5
+    assert gsd_to_res(np.float32(3.0)) == 3.0
+    assert gsd_to_res(torch.tensor(2.0), 2).item() == 1.0
+
+
+@pytest.mark.parametrize('bad', [0.0, -1.5, math.nan, math.inf])
+def test_gsd_to_res_rejects_bad_gsd(bad: float) -> None:
+    with pytest.raises(ValueError, match=f'gsd must be .*got {bad!r}'):
+        gsd_to_res(bad)
+    tensor = torch.tensor([1.0, bad])
+    with pytest.raises(ValueError, match=rf'bad values \[{bad!r}\]'):
+        gsd_to_res(tensor)
+    # hot paths can opt out; a CUDA tensor is only checked with check_values=True
+    assert gsd_to_res(tensor, check_values=False).shape == (2,)
+
+
+def test_gsd_to_res_types() -> None:
+    for bad in ('0.5', [0.5], None, True):
+        match = 'gsd must be a number or a tensor.*' + re.escape(repr(bad))
+        with pytest.raises(TypeError, match=match):
+            gsd_to_res(bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r'real tensor, got dtype torch\.bool'):
+        gsd_to_res(torch.tensor([True]))
+    with pytest.raises(TypeError, match="check_values must be a bool or None, got 'x'"):
+        gsd_to_res(1.0, check_values='x')  # type: ignore[call-overload]
+    with pytest.raises(ValueError, match=r"reference_gsd .*got '1'"):
+        gsd_to_res(1.0, '1')  # type: ignore[call-overload]
+
+
+def test_check_gsd_numpy_number() -> None:
+    assert check_gsd(np.float64(0.25), 2).tolist() == [0.25, 0.25]
+    with pytest.raises(ValueError, match=r'got np\.float32\(-1\.0\)'):
+        check_gsd(np.float32(-1.0))  # type: ignore[arg-type]
 
 
 def test_gsd_from_batch_order() -> None:

@@ -23,14 +23,16 @@ Host-device synchronisation: :func:`check_gsd` looks at the *values* (positive,
 finite) of the tensor it is given, which for a CUDA tensor costs one device-to-host
 synchronisation (a single fused reduction). Pass ``check_values=False`` on hot paths
 (the transforms expose the same switch as ``validate``) to keep only the free shape
-and dtype checks; nothing else in this module synchronises.
+and dtype checks. :func:`gsd_to_res` checks values only where that is free (numbers
+and CPU tensors) unless told otherwise; nothing else in this module synchronises.
 
 .. versionadded:: 0.1
 """
 
 import math
+import numbers
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import Tensor
@@ -48,22 +50,21 @@ __all__ = (
 #:
 #: kornia's dict mode passes keys that are not ``image``/``mask``/... through
 #: untouched, so the name must stay a plain ``gsd`` (not ``image_gsd``).
-#:
-#: .. versionadded:: 0.1
 GSD_KEY = 'gsd'
 
 #: Batch key of TorchGeo GeoDataset bounds ``(B, 9)``:
 #: ``[xmin, xmax, xres, ymin, ymax, yres, tmin, tmax, tstep]``.
-#:
-#: .. versionadded:: 0.1
 BOUNDS_KEY = 'bounds'
 
 #: Batch key of TorchGeo GeoDataset affine transforms ``(B, 9)``:
 #: ``[a, b, c, d, e, f, 0, 0, 1]`` with ``a = xres``, ``c = xmin``, ``e = -yres``,
 #: ``f = ymax``.
-#:
-#: .. versionadded:: 0.1
 TRANSFORM_KEY = 'transform'
+
+
+def _is_real(value: object) -> bool:
+    """Whether ``value`` is a real Python/NumPy number (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def check_gsd(
@@ -96,8 +97,6 @@ def check_gsd(
             length, or (with ``check_values``) is not finite or not positive. The
             message names the bad value.
         TypeError: If ``gsd`` is neither a number nor a real tensor.
-
-    .. versionadded:: 0.1
     """
     if gsd is None:
         raise ValueError(
@@ -110,7 +109,7 @@ def check_gsd(
         or batch_size < 1
     ):
         raise ValueError(f'batch_size must be a positive int, got {batch_size!r}')
-    if isinstance(gsd, bool) or not isinstance(gsd, Tensor | int | float):
+    if not _is_real(gsd) and not isinstance(gsd, Tensor):
         raise TypeError(
             f'gsd must be a number or a tensor, got {type(gsd).__name__}: {gsd!r}'
         )
@@ -156,27 +155,48 @@ def check_gsd(
     return out.contiguous()
 
 
-def gsd_to_res(gsd: Tensor, reference_gsd: float = 1.0) -> Tensor:
+@overload
+def gsd_to_res(
+    gsd: Tensor, reference_gsd: float = 1.0, *, check_values: bool | None = None
+) -> Tensor: ...
+
+
+@overload
+def gsd_to_res(
+    gsd: float, reference_gsd: float = 1.0, *, check_values: bool | None = None
+) -> float: ...
+
+
+def gsd_to_res(
+    gsd: Tensor | float, reference_gsd: float = 1.0, *, check_values: bool | None = None
+) -> Tensor | float:
     """Convert a GSD in metres per pixel to the model's relative ``res``.
 
     ``res = gsd / reference_gsd``; with the default ``reference_gsd = 1`` m (the
-    paper's ``G``) ``res`` is the GSD in metres. No synchronisation.
+    paper's ``G``) ``res`` is the GSD in metres. A Python number gives a Python
+    ``float`` (``gsd_to_res(0.5) == 0.5``), a tensor a ``float32`` tensor.
 
     Args:
-        gsd: GSD tensor of shape ``(B,)`` in metres per pixel (or any shape).
+        gsd: GSD in metres per pixel: a tensor of shape ``(B,)`` (or any shape) or
+            a Python number.
         reference_gsd: Reference GSD ``G`` in metres per pixel, ``> 0``.
+        check_values: Check that every GSD value is finite and positive. ``None``
+            (the default) checks wherever that is free: Python numbers and CPU
+            tensors; a tensor on another device is then not checked, because
+            reading its values back costs one host-device synchronisation (pass
+            ``True`` to check it anyway, see :func:`check_gsd`).
 
     Returns:
-        ``res`` as a ``float32`` tensor with the shape of ``gsd``.
+        ``res``: a ``float32`` tensor with the shape of ``gsd``, or a ``float``.
 
     Raises:
-        ValueError: If ``reference_gsd`` is not a finite positive number.
-
-    .. versionadded:: 0.1
+        ValueError: If ``reference_gsd`` is not a finite positive number, or (when
+            checked) a GSD value is not finite and positive; the message names the
+            bad value.
+        TypeError: If ``gsd`` is neither a real tensor nor a number.
     """
     if (
-        isinstance(reference_gsd, bool)
-        or not isinstance(reference_gsd, int | float)
+        not _is_real(reference_gsd)
         or not math.isfinite(reference_gsd)
         or reference_gsd <= 0
     ):
@@ -184,7 +204,32 @@ def gsd_to_res(gsd: Tensor, reference_gsd: float = 1.0) -> Tensor:
             'reference_gsd must be a finite positive number of metres per pixel, '
             f'got {reference_gsd!r}'
         )
-    return gsd.to(torch.float32) / float(reference_gsd)
+    flag: object = check_values
+    if flag is not None and not isinstance(flag, bool):
+        raise TypeError(f'check_values must be a bool or None, got {check_values!r}')
+    if not _is_real(gsd) and not isinstance(gsd, Tensor):
+        raise TypeError(
+            f'gsd must be a number or a tensor, got {type(gsd).__name__}: {gsd!r}'
+        )
+    if not isinstance(gsd, Tensor):
+        value = float(gsd)
+        if check_values is not False and (not math.isfinite(value) or value <= 0):
+            raise ValueError(
+                f'gsd must be a finite positive number of metres per pixel, got {gsd!r}'
+            )
+        return value / float(reference_gsd)
+    if gsd.is_complex() or gsd.dtype == torch.bool:
+        raise TypeError(f'gsd must be a real tensor, got dtype {gsd.dtype}')
+    res = gsd.to(torch.float32) / float(reference_gsd)
+    if check_values or (check_values is None and gsd.device.type == 'cpu'):
+        bad = ~(torch.isfinite(res) & (res > 0))
+        if bool(bad.any()):
+            values = gsd.reshape(-1)[bad.reshape(-1)][:5].tolist()
+            raise ValueError(
+                'gsd must be finite and positive (metres per pixel) to give a valid '
+                f'res; bad values {values}'
+            )
+    return res
 
 
 def _batch_size(batch: Mapping[str, Any]) -> int | None:
@@ -232,8 +277,6 @@ def gsd_from_batch(
         ValueError: If the batch carries no GSD and ``default_gsd`` is None, or the
             GSD found is invalid (see :func:`check_gsd`).
         TypeError: If ``batch`` is not a dict.
-
-    .. versionadded:: 0.1
     """
     if not isinstance(batch, Mapping):
         raise TypeError(f'batch must be a dict, got {type(batch).__name__}')

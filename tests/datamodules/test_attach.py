@@ -205,3 +205,25 @@ data:
     high = float(row[header.index('train_gsd_max_step')])
     # input gsd = 0.7 m x (crop side / 64 px) x 2, crop side in [sqrt(0.2) * 64, 64]
     assert 0.7 * 2 * 0.2**0.5 - 1e-4 <= low <= high <= 0.7 * 2 + 1e-4
+
+
+def test_bad_arguments_name_the_value() -> None:
+    with pytest.raises(ValueError, match="key must be a non-empty string, got ''"):
+        AttachGSD(1.0, key='')
+    with pytest.raises(TypeError, match='key must be a non-empty string, got 3'):
+        AttachGSD(1.0, key=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="overwrite must be True or False, got 'no'"):
+        AttachGSD(1.0, overwrite='no')  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"gsd must be a number or a tensor.*'1'"):
+        AttachGSD('1')  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"follow_resize must be True or.*'no'"):
+        GSDDataModule(FakeDataModule, gsd=1.0, follow_resize='no')  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match='train_aug must be callable or None, got 3'):
+        GSDDataModule(FakeDataModule, gsd=1.0, train_aug=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match='follow_resize must be True or False, got 0'):
+        with_gsd(EuroSATDataModule, follow_resize=0)  # type: ignore[arg-type]
+
+
+def test_attach_needs_a_dict() -> None:
+    with pytest.raises(TypeError, match='expects a sample or batch dict, got Tensor'):
+        AttachGSD(1.0)(torch.zeros(2, 3, 8, 8))  # type: ignore[arg-type]

@@ -1,15 +1,19 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import rasterio
 import torch
+from lightning.pytorch import LightningModule, Trainer
 from rasterio.transform import from_origin
+from torch import Tensor
 from torchgeo.datasets import stack_samples
 
 from torchgeo_scalemae.datamodules import (
+    CompleteTileSampler,
     GeoTIFFGSDDataModule,
     GSDRasterDataset,
     MultiResolutionPatchSampler,
@@ -224,7 +228,11 @@ def test_validation_tiles_are_never_padded(tmp_path: Path) -> None:
     assert batch['image'].shape[0] == 16  # TorchGeo's grid: 4 x 4, edges padded
     assert bool((batch['image'] == 0).any())
     too_big = GeoTIFFGSDDataModule(str(tmp_path), patch_size=64, batch_size=4)
-    with pytest.raises(ValueError, match='no complete 64-pixel tile'):
+    with pytest.raises(
+        ValueError,
+        match=r'validation raster is 50 x 50 pixels, smaller than one complete '
+        r'64-pixel validation tile \(patch_size=64\)',
+    ):
         too_big.setup('validate')
 
 
@@ -250,3 +258,210 @@ def test_web_mercator_latitude(tmp_path: Path) -> None:
     xs, _, _ = ds.bounds
     sample = ds[xs.start : xs.start + 32.0, y60 - 16.0 : y60 + 16.0]
     assert sample['gsd'].item() == pytest.approx(1.0, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ('size', 'patch', 'complete_tiles'),
+    [(64, 48, True), (64, 64, True), (16, 16, False), (16, 12, False)],
+)
+def test_raster_too_small_for_training_patches(
+    tmp_path: Path, size: int, patch: int, complete_tiles: bool
+) -> None:
+    """TorchGeo's sampler would report batches and yield none: `fit` would hang."""
+    write_raster(tmp_path / 'a.tif', 'EPSG:32633', 0.5, size=size)
+    dm = GeoTIFFGSDDataModule(
+        str(tmp_path), patch_size=patch, complete_tiles=complete_tiles
+    )
+    with pytest.raises(
+        ValueError,
+        match=rf'training raster is {size} x {size} pixels, too small for random '
+        rf'{patch}-pixel training patches \(patch_size={patch}\).*patch_size <= '
+        rf'{int(np.ceil(size / np.sqrt(2))) - 1}',
+    ):
+        dm.setup('fit')
+
+
+def test_largest_patch_that_fits_gives_batches(tmp_path: Path) -> None:
+    write_raster(tmp_path / 'a.tif', 'EPSG:32633', 0.5, size=64)
+    dm = GeoTIFFGSDDataModule(str(tmp_path), patch_size=45, batch_size=2)
+    dm.setup('fit')  # the largest square patch the error message suggests
+    assert next(iter(dm.train_dataloader()))['image'].shape == (2, 3, 45, 45)
+
+
+def test_default_raster_with_448_pixel_tiles() -> None:
+    dm = GeoTIFFGSDDataModule(patch_size=448)
+    with pytest.raises(ValueError) as error:
+        dm.setup('validate')
+    message = str(error.value)
+    assert message.startswith(
+        'the validation raster is 400 x 400 pixels, smaller than one complete '
+        '448-pixel validation tile (patch_size=448)'
+    )
+    assert 'slice(' not in message and 'Timestamp' not in message
+    with pytest.raises(ValueError, match=r'training raster is 400 x 400 pixels, .*448'):
+        dm.setup('fit')
+    with pytest.raises(ValueError, match=r'test raster is 400 x 400 pixels'):
+        dm.setup('test')
+    dm = GeoTIFFGSDDataModule(patch_size=(448, 32))
+    with pytest.raises(ValueError, match=r'complete 448 x 32-pixel validation tile'):
+        dm.setup('validate')
+
+
+def test_several_small_rasters_name_the_largest(tmp_path: Path) -> None:
+    small = write_raster(tmp_path / 'a.tif', 'EPSG:32633', 0.5, size=16)
+    other = write_raster(tmp_path / 'b.tif', 'EPSG:32633', 0.5, size=20, x0=600000.0)
+    dm = GeoTIFFGSDDataModule(val_paths=[str(small), str(other)], patch_size=24)
+    with pytest.raises(
+        ValueError,
+        match=r'the largest of the 2 validation rasters is 20 x 20 pixels, smaller '
+        r'than one complete 24-pixel validation tile',
+    ):
+        dm.setup('validate')
+
+
+class _TinyTask(LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.ones(()))
+        self.steps = 0
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        self.steps += 1
+        loss: Tensor = (self.weight * batch['image'].mean()) ** 2
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _TinyTaskWithValidation(_TinyTask):
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        pass
+
+
+def _trainer(**kwargs: Any) -> Trainer:
+    return Trainer(
+        accelerator='cpu',
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+@pytest.mark.filterwarnings('ignore')
+def test_val_rasters_checked_only_when_validating(tmp_path: Path) -> None:
+    train = write_raster(tmp_path / 'train.tif', 'EPSG:32633', 0.5, size=64)
+    small = write_raster(tmp_path / 'small.tif', 'EPSG:32633', 0.5, size=16)
+
+    def datamodule() -> GeoTIFFGSDDataModule:
+        return GeoTIFFGSDDataModule(
+            str(train), val_paths=str(small), patch_size=32, batch_size=2, length=2
+        )
+
+    # validation off: the too-small validation raster is never complained about
+    for trainer, model in (
+        (_trainer(limit_val_batches=0), _TinyTaskWithValidation()),
+        (_trainer(), _TinyTask()),  # no validation_step: no validation loop
+    ):
+        trainer.fit(model, datamodule=datamodule())
+        assert model.steps == 1
+    # validation on: an error at setup, before any training step
+    model = _TinyTaskWithValidation()
+    with pytest.raises(
+        ValueError, match=r'validation raster is 16 x 16 pixels, .*32-pixel'
+    ):
+        _trainer(num_sanity_val_steps=0).fit(model, datamodule=datamodule())
+    assert model.steps == 0
+    # without a trainer: at setup('validate') or when the loader is built
+    dm = datamodule()
+    dm.setup('fit')
+    with pytest.raises(ValueError, match=r'validation raster is 16 x 16 pixels'):
+        dm.val_dataloader()
+    with pytest.raises(ValueError, match=r'validation raster is 16 x 16 pixels'):
+        datamodule().setup('validate')
+
+
+@pytest.mark.parametrize(
+    ('kwargs', 'error', 'match'),
+    [
+        ({'patch_size': 0}, ValueError, 'patch_size must be positive, got 0'),
+        ({'patch_size': (32, -1)}, ValueError, r'got \(32, -1\)'),
+        ({'patch_size': 32.5}, ValueError, 'patch_size must be an int .*32.5'),
+        ({'length': 0}, ValueError, 'length must be >= 1, got 0'),
+        ({'length': -3}, ValueError, 'length must be >= 1, got -3'),
+        ({'length': 2.5}, TypeError, 'length must be None or an int.*2.5'),
+        ({'batch_size': 0}, ValueError, 'batch_size must be >= 1, got 0'),
+        ({'num_workers': -1}, ValueError, 'num_workers must be >= 0, got -1'),
+        ({'seed': 'a'}, TypeError, "seed must be None or an int.*'a'"),
+        ({'resolutions': []}, ValueError, r'resolutions .*got \[\]'),
+        ({'resolutions': [0.1, 0.0]}, ValueError, r'resolutions .*got \[0.1, 0.0\]'),
+        ({'resolutions': 0.1}, ValueError, r'resolutions .*got 0.1'),
+        ({'std': float('nan')}, ValueError, 'std must be finite and positive, got nan'),
+        ({'std': [1.0, 0.0]}, ValueError, r'std must be .*got \[1.0, 0.0\]'),
+        ({'mean': float('inf')}, ValueError, 'mean must be finite, got inf'),
+        ({'complete_tiles': 'no'}, TypeError, "complete_tiles must be True or.*'no'"),
+        ({'resolution_mode': 'XYZ'}, ValueError, "resolution_mode .*'XYZ'"),
+    ],
+)
+def test_datamodule_bad_arguments(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        GeoTIFFGSDDataModule(**kwargs)
+
+
+def test_sampler_bad_arguments() -> None:
+    ds = GSDRasterDataset(default_raster_path())
+    with pytest.raises(ValueError, match='length must be >= 1, got 0'):
+        MultiResolutionPatchSampler(ds, size=16, resolutions=[0.1], length=0)
+    with pytest.raises(ValueError, match='size must be positive, got 0'):
+        MultiResolutionPatchSampler(ds, size=0, resolutions=[0.1])
+    with pytest.raises(ValueError, match=r"resolutions .*got \['a'\]"):
+        MultiResolutionPatchSampler(ds, size=16, resolutions=['a'])  # type: ignore[list-item]
+    with pytest.raises(
+        ValueError, match=r'region is 400 x 400 pixels .*256 x 256-pixel patches'
+    ):
+        MultiResolutionPatchSampler(ds, size=256, resolutions=[0.4])
+    with pytest.raises(ValueError, match=r'size must be .*got 0'):
+        CompleteTileSampler(ds, size=0)
+    with pytest.raises(ValueError, match=r'stride must be .*got \(8, nan\)'):
+        CompleteTileSampler(ds, size=8, stride=(8, float('nan')))
+
+
+def test_raster_dataset_bad_arguments() -> None:
+    path = default_raster_path()
+    with pytest.raises(TypeError, match="gsd must be a number, got str: '1'"):
+        GSDRasterDataset(path, gsd='1')  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r'res .*got 0'):
+        GSDRasterDataset(path, res=0)
+    with pytest.raises(ValueError, match=r'bands .*got \[0\]'):
+        GSDRasterDataset(path, bands=[0])
+    with pytest.raises(ValueError, match=r"bands .*got '1'"):
+        GSDRasterDataset(path, bands='1')  # type: ignore[arg-type]
+    ds = GSDRasterDataset(path)
+    for step in (0.0, -0.1, float('nan')):
+        with pytest.raises(ValueError, match=f'step .*got {step!r}'):
+            ds.gsd_for_step(step)
+    with pytest.raises(TypeError, match="raise_error must be True or False, got 'no'"):
+        metres_per_crs_unit('EPSG:32617', raise_error='no')  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize('with_good_raster', [True, False])
+def test_non_raster_tif_is_named(tmp_path: Path, with_good_raster: bool) -> None:
+    """TorchGeo skips unreadable files silently (or says only 'not found')."""
+    if with_good_raster:
+        write_raster(tmp_path / 'a.tif', 'EPSG:32633', 0.5)
+    (tmp_path / 'notes.tif').write_text('not a raster')
+    with pytest.raises(
+        ValueError,
+        match=r"notes\.tif' matches filename_glob '\*\.tif' but is not a raster",
+    ):
+        GSDRasterDataset(tmp_path)
+    with pytest.raises(ValueError, match=r'notes\.tif'):
+        GeoTIFFGSDDataModule(str(tmp_path), patch_size=8).setup('fit')
+    # a narrower glob leaves the file out
+    if with_good_raster:
+        assert len(GSDRasterDataset(tmp_path, filename_glob='a.tif')) == 1

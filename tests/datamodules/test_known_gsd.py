@@ -48,3 +48,8 @@ def test_lookup_torchgeo_names() -> None:
 def test_lookup_unknown() -> None:
     with pytest.raises(KeyError, match=r'no known GSD for .*NAIP.*gsd='):
         lookup_gsd('NAIPDataModule')
+
+
+def test_lookup_needs_a_name() -> None:
+    with pytest.raises(TypeError, match=r'name must be a dataset .*got int: 3'):
+        lookup_gsd(3)  # type: ignore[arg-type]

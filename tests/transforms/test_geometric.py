@@ -334,3 +334,123 @@ def test_moving_the_crop_keeps_box_sampling_on_the_cpu() -> None:
     unmoved_out = unmoved(batch)
     assert torch.equal(moved_out['gsd'], unmoved_out['gsd'])
     assert torch.equal(moved_out['image'], unmoved_out['image'])
+
+
+@pytest.mark.parametrize(
+    'mask',
+    [
+        torch.zeros(2, 16, 16, dtype=torch.long),
+        torch.zeros(3, 32, 32, dtype=torch.long),
+    ],
+)
+def test_mask_must_match_image(mask: Tensor) -> None:
+    batch = {'image': torch.rand(2, 3, 32, 32), 'gsd': torch.ones(2), 'mask': mask}
+    shape = ', '.join(str(n) for n in mask.shape)
+    for aug in (GSDRandomResizedCrop(8), GSDResize(8), GSDCenterCrop(8)):
+        with pytest.raises(
+            ValueError,
+            match=rf"mask'\] of shape \({shape}\) does not match "
+            r"batch\['image'\] of shape \(2, 3, 32, 32\)",
+        ):
+            aug(batch)
+
+
+def test_unbatched_mask_matches_image() -> None:
+    sample = {
+        'image': torch.rand(3, 32, 32),
+        'gsd': torch.tensor(1.0),
+        'mask': torch.ones(32, 32, dtype=torch.long),
+    }
+    for aug in (GSDRandomResizedCrop(8), GSDResize(8), GSDCenterCrop(8)):
+        out = aug(sample)
+        assert out['mask'].shape == (8, 8)
+        assert out['mask'].dtype == torch.long
+    with pytest.raises(ValueError, match=r'\(16, 16\) does not match'):
+        GSDResize(8)({**sample, 'mask': torch.ones(16, 16, dtype=torch.long)})
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16, torch.float64])
+def test_every_float_dtype_is_accepted(dtype: torch.dtype) -> None:
+    # PyTorch has no CPU half-precision antialiasing kernel: GSDResize upcasts
+    batch = {'image': torch.rand(2, 3, 32, 32).to(dtype), 'gsd': torch.ones(2)}
+    augs = (
+        GSDRandomResizedCrop(16),
+        GSDRandomResizedCrop(16, resample='bilinear'),
+        GSDResize(16),
+        GSDResize(16, interpolation='bicubic'),
+        GSDResize(16, antialias=False),
+        GSDCenterCrop(16),
+    )
+    for aug in augs:
+        out = aug(batch)
+        assert out['image'].dtype == dtype
+        assert out['image'].shape == (2, 3, 16, 16)
+        assert bool(out['image'].float().isfinite().all())
+        assert out['gsd'].dtype == torch.float32
+    smooth = GSDResize(16)(batch)['image'].float()
+    exact = GSDResize(16)({**batch, 'image': batch['image'].float()})['image']
+    assert torch.allclose(smooth, exact, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    ('batch', 'match'),
+    [
+        (
+            {'image': torch.zeros(3, 8, 8, dtype=torch.uint8), 'gsd': torch.ones(1)},
+            r'floating-point .*torch\.uint8',
+        ),
+        (
+            {'image': torch.zeros(0, 3, 8, 8), 'gsd': torch.ones(1)},
+            r'empty .*shape \(0, 3, 8, 8\)',
+        ),
+        (
+            {'image': torch.zeros(2, 3, 0, 8), 'gsd': torch.ones(2)},
+            r'empty .*shape \(2, 3, 0, 8\)',
+        ),
+    ],
+)
+def test_bad_images_name_the_value(batch: dict[str, Tensor], match: str) -> None:
+    for aug in (GSDRandomResizedCrop(4), GSDResize(4), GSDCenterCrop(4)):
+        with pytest.raises(ValueError, match=match):
+            aug(batch)
+
+
+def test_bad_arguments_raise_at_construction() -> None:
+    with pytest.raises(ValueError, match=r"resample must be one of .*'XYZ'"):
+        GSDRandomResizedCrop(8, resample='XYZ')
+    with pytest.raises(ValueError, match=r"interpolation must be one of .*'XYZ'"):
+        GSDResize(8, interpolation='XYZ')
+    with pytest.raises(ValueError, match=r'ratio must satisfy .*inf'):
+        GSDRandomResizedCrop(8, ratio=(1.0, float('inf')))
+    with pytest.raises(ValueError, match=r'scale must satisfy .*nan'):
+        GSDRandomResizedCrop(8, scale=(float('nan'), 1.0))
+    with pytest.raises(ValueError, match=r'size must be positive, got \(8, 0\)'):
+        GSDCenterCrop((8, 0))
+    with pytest.raises(ValueError, match=r'size must be an int .*8\.5'):
+        GSDResize(8.5)  # type: ignore[arg-type]
+    for make, flag in (
+        (lambda v: GSDResize(8, antialias=v), 'antialias'),
+        (lambda v: GSDResize(8, align_corners=v), 'align_corners'),
+        (lambda v: GSDRandomResizedCrop(8, reference_ratio=v), 'reference_ratio'),
+        (lambda v: GSDRandomResizedCrop(8, validate=v), 'validate'),
+        (lambda v: GSDCenterCrop(8, validate=v), 'validate'),
+    ):
+        with pytest.raises(TypeError, match=f"{flag} must be True or False, got 'no'"):
+            make('no')
+
+
+def test_crop_uses_only_public_module_and_kornia_apis() -> None:
+    """No private override of nn.Module._apply; the boxes stay on the CPU anyway."""
+    assert GSDRandomResizedCrop._apply is nn.Module._apply
+    crop = GSDRandomResizedCrop(16)
+    assert list(crop.children()) == []  # kornia's crops are not moved with it
+    assert crop.to(torch.float64) is crop
+    assert isinstance(crop.crop, K.RandomResizedCrop)
+    # the boxes applied are those drawn by the public forward_parameters
+    batch = ramp_batch([1.0, 2.0])
+    torch.manual_seed(3)
+    out = crop(batch)
+    torch.manual_seed(3)
+    params = GSDRandomResizedCrop(16).crop.forward_parameters((2, 2, 64, 64))
+    w = params['src'][:, 1, 0] - params['src'][:, 0, 0] + 1
+    assert torch.allclose(out['gsd'], torch.tensor([1.0, 2.0]) * w / 16)

@@ -67,7 +67,8 @@ def test_pair_reference_ratio() -> None:
     out = pair(batch)
     src = pair.crop.crop._params['src']
     dx = src[:, 1, 0] - src[:, 0, 0]
-    # the reference's res_input = base * dx / T * (T / S_in) (spec 1.2)
+    # the reference's res_input = base * dx / T * (T / S_in)
+    # (reference `mae/dataloaders/utils.py`, TransformCollateFn)
     assert torch.allclose(out['gsd'], 2.5 * dx / 32 * 2)
 
 
@@ -122,3 +123,28 @@ def test_pair_cuda_no_sync_without_validation() -> None:
     finally:
         torch.cuda.set_sync_debug_mode('default')
     assert torch.equal(out['gsd'], 2 * out['target_gsd'])
+
+
+def test_pair_bad_arguments_name_the_value() -> None:
+    with pytest.raises(TypeError, match="antialias must be True or False, got 'no'"):
+        ScaleMAEPair(16, antialias='no')  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match='align_corners must be True or False, got 1'):
+        ScaleMAEPair(16, align_corners=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="target_key must be a new key name, got ''"):
+        ScaleMAEPair(16, target_key='')
+    with pytest.raises(ValueError, match=r"resample must be one of .*'XYZ'"):
+        ScaleMAEPair(16, resample='XYZ')
+    with pytest.raises(ValueError, match=r'input_size must be positive, got 0'):
+        ScaleMAEPair(0)
+    with pytest.raises(ValueError, match=r"mask'\] of shape \(1, 8, 8\) does not"):
+        ScaleMAEPair(16)({**batch_of([1.0]), 'mask': torch.zeros(1, 8, 8)})
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_pair_half_precision(dtype: torch.dtype) -> None:
+    batch = {'image': torch.rand(2, 3, 64, 64).to(dtype), 'gsd': torch.ones(2)}
+    for antialias in (False, True):
+        out = ScaleMAEPair(16, antialias=antialias)(batch)
+        assert out['image'].dtype == out['target'].dtype == dtype
+        assert out['image'].shape == (2, 3, 16, 16)
+        assert torch.equal(out['gsd'], 2 * out['target_gsd'])

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchgeo.datamodules import BaseDataModule
 
 from ..gsd import GSD_KEY, check_gsd
+from ._checks import check_flag
 from .known_gsd import lookup_gsd
 
 if TYPE_CHECKING:
@@ -38,16 +39,23 @@ class AttachGSD(nn.Module):
         overwrite: Replace an existing ``gsd`` entry (default: keep it, so per-sample
             values already present win).
 
-    .. versionadded:: 0.1
+    Raises:
+        ValueError: If ``gsd`` is not a finite positive number or ``key`` is empty.
+        TypeError: If ``gsd`` is not a number, ``key`` not a string or
+            ``overwrite`` not a bool.
     """
 
     def __init__(self, gsd: float, key: str = GSD_KEY, overwrite: bool = False) -> None:
         """Initialize a new AttachGSD."""
         super().__init__()
         check_gsd(gsd)  # validates: finite, positive
+        if not isinstance(key, str) or not key:
+            raise (ValueError if isinstance(key, str) else TypeError)(
+                f'key must be a non-empty string, got {key!r}'
+            )
         self.gsd = float(gsd)
         self.key = key
-        self.overwrite = bool(overwrite)
+        self.overwrite = check_flag(overwrite, 'overwrite')
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """Return a copy of ``batch`` with ``gsd`` set.
@@ -61,8 +69,13 @@ class AttachGSD(nn.Module):
             a batch.
 
         Raises:
-            TypeError: If the dict has no ``image`` (or ``mask``) tensor.
+            TypeError: If ``batch`` is not a dict or has no ``image`` (or ``mask``)
+                tensor.
         """
+        if not isinstance(batch, Mapping):
+            raise TypeError(
+                f'AttachGSD expects a sample or batch dict, got {type(batch).__name__}'
+            )
         out = dict(batch)
         if not self.overwrite and out.get(self.key) is not None:
             return out
@@ -172,7 +185,13 @@ class GSDDataModule(BaseDataModule):
         **kwargs: Keyword arguments of the wrapped datamodule class (not allowed
             with an instance).
 
-    .. versionadded:: 0.1
+    Raises:
+        TypeError: If ``datamodule`` is not a LightningDataModule name, class or
+            instance, ``follow_resize`` is not a bool or ``train_aug`` is not
+            callable.
+        ValueError: If ``gsd`` is not a finite positive number, or keyword
+            arguments come with an instance.
+        KeyError: If ``gsd`` is None and the dataset is not in ``KNOWN_GSD``.
     """
 
     def __init__(
@@ -184,6 +203,9 @@ class GSDDataModule(BaseDataModule):
         **kwargs: Any,
     ) -> None:
         """Initialize a new GSDDataModule."""
+        check_flag(follow_resize, 'follow_resize')
+        if train_aug is not None and not callable(train_aug):
+            raise TypeError(f'train_aug must be callable or None, got {train_aug!r}')
         if isinstance(datamodule, LightningDataModule):
             if kwargs:
                 raise ValueError(
@@ -324,10 +346,10 @@ def with_gsd[T: LightningDataModule](
         The subclass, named ``<Name>WithGSD``, with a ``gsd`` class attribute.
 
     Raises:
-        TypeError: If ``datamodule_class`` is not a LightningDataModule class.
+        TypeError: If ``datamodule_class`` is not a LightningDataModule class or
+            ``follow_resize`` not a bool.
+        ValueError: If ``gsd`` is not a finite positive number.
         KeyError: If ``gsd`` is None and the dataset is not in ``KNOWN_GSD``.
-
-    .. versionadded:: 0.1
     """
     if not (
         isinstance(datamodule_class, type)
@@ -337,6 +359,7 @@ def with_gsd[T: LightningDataModule](
             f'datamodule_class must be a LightningDataModule class, got '
             f'{datamodule_class!r}'
         )
+    check_flag(follow_resize, 'follow_resize')
     value = lookup_gsd(datamodule_class.__name__) if gsd is None else gsd
     attach = AttachGSD(value)
     parent = datamodule_class

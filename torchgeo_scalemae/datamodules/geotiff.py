@@ -14,15 +14,34 @@ from typing import Any
 
 import numpy as np
 import pyproj
+import rasterio
 import shapely
 import torch
 from geopandas import GeoSeries
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from rasterio.errors import RasterioError
 from shapely import Polygon
+from torch.utils.data import DataLoader
 from torchgeo.datamodules import GeoDataModule
-from torchgeo.datasets import GeoDataset, RasterDataset
-from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler, SpatialSampler
+from torchgeo.datasets import DatasetNotFoundError, GeoDataset, RasterDataset
+from torchgeo.samplers import (
+    GriddedPatchSampler,
+    RandomPatchSampler,
+    SpatialSampler,
+    Units,
+)
 
+from .._sizes import to_size
 from ..gsd import GSD_KEY
+from ._checks import (
+    check_bands,
+    check_flag,
+    check_int,
+    check_norm,
+    check_pair,
+    check_resolutions,
+    positive_number,
+)
 
 __all__ = (
     'CompleteTileSampler',
@@ -37,6 +56,33 @@ DEFAULT_RASTER = 'neon_osbs_rgb_0.1m.tif'
 _WEB_MERCATOR_RADIUS = 6378137.0
 
 
+def _pixels(height: float, width: float) -> str:
+    return f'{round(height)} x {round(width)} pixels'
+
+
+def _raster_sizes(dataset: GeoDataset, split: str) -> tuple[str, int]:
+    """Describe the rasters' sizes in pixels; also return the largest one's short side.
+
+    Returns ``('the val raster is 400 x 400 pixels', 400)`` for one raster and
+    ``('the largest of the 3 val rasters is 400 x 400 pixels', 400)`` for several
+    (height x width, at the dataset resolution).
+    """
+    xres, yres = (abs(float(r)) for r in dataset.res)
+    sizes = []
+    for geometry in dataset.index.geometry:
+        xmin, ymin, xmax, ymax = geometry.bounds
+        sizes.append(((ymax - ymin) / yres, (xmax - xmin) / xres))
+    if not sizes:  # pragma: no cover - a RasterDataset always has a file
+        return f'the {split} rasters are empty', 0
+    height, width = max(sizes, key=lambda hw: hw[0] * hw[1])
+    which = (
+        f'the {split} raster'
+        if len(sizes) == 1
+        else f'the largest of the {len(sizes)} {split} rasters'
+    )
+    return f'{which} is {_pixels(height, width)}', round(min(height, width))
+
+
 def default_raster_path() -> Path:
     """Return the path of the small real raster bundled with the package.
 
@@ -46,8 +92,6 @@ def default_raster_path() -> Path:
 
     Returns:
         Path to the GeoTIFF inside the installed package.
-
-    .. versionadded:: 0.1
     """
     return Path(str(resources.files('torchgeo_scalemae') / 'data' / DEFAULT_RASTER))
 
@@ -66,9 +110,9 @@ def metres_per_crs_unit(crs: Any, raise_error: bool = True) -> float | None:
     Raises:
         ValueError: If ``crs`` is geographic (degrees) or has no linear unit and
             ``raise_error`` is set; the message says how to proceed.
-
-    .. versionadded:: 0.1
+        TypeError: If ``raise_error`` is not a bool.
     """
+    check_flag(raise_error, 'raise_error')
     try:
         parsed = pyproj.CRS.from_user_input(crs)
     except pyproj.exceptions.CRSError as error:
@@ -120,7 +164,12 @@ class GSDRasterDataset(RasterDataset):
         transforms: Transform of each sample (applied after ``gsd`` is set).
         cache: Cache file handles.
 
-    .. versionadded:: 0.1
+    Raises:
+        ValueError: If a file matching ``filename_glob`` is not a raster rasterio
+            can read (TorchGeo would skip it silently), if the CRS is not metric
+            and no ``gsd`` is given, or if ``gsd``, ``res`` or ``bands`` is invalid;
+            the message names the file or value.
+        DatasetNotFoundError: If no file matches ``filename_glob`` in ``paths``.
     """
 
     filename_glob = '*.tif'
@@ -138,22 +187,37 @@ class GSDRasterDataset(RasterDataset):
     ) -> None:
         """Initialize a new GSDRasterDataset."""
         if filename_glob is not None:
+            if not isinstance(filename_glob, str) or not filename_glob:
+                raise ValueError(
+                    f'filename_glob must be a glob such as "*.tif", got '
+                    f'{filename_glob!r}'
+                )
             self.filename_glob = filename_glob
         if isinstance(paths, str | os.PathLike):
             paths = str(paths)
-        else:
+        elif isinstance(paths, Iterable):
             paths = [str(p) for p in paths]
-        super().__init__(paths, crs=crs, res=res, transforms=None, cache=cache)
+        else:
+            raise TypeError(
+                f'paths must be a path or a list of paths, got {type(paths).__name__}'
+            )
+        if res is not None:
+            check_pair(res, 'res (CRS units per pixel)')
+        if gsd is not None:
+            gsd = positive_number(gsd, 'gsd')
+        band_indexes = None if bands is None else check_bands(bands)
+        try:
+            super().__init__(paths, crs=crs, res=res, transforms=None, cache=cache)
+        except DatasetNotFoundError:
+            self._check_readable(set())
+            raise
+        self._check_readable(set(self.index['filepath']))
         self.gsd_transforms = transforms
-        if bands is not None:
-            if not bands or any(int(b) < 1 for b in bands):
-                raise ValueError(f'bands are 1-based indexes, got {list(bands)!r}')
-            self.band_indexes = [int(b) for b in bands]
+        if band_indexes is not None:
+            self.band_indexes = band_indexes
         self.user_gsd = None
         self.native_res = float(self.res[0])
         if gsd is not None:
-            if not math.isfinite(gsd) or gsd <= 0:
-                raise ValueError(f'gsd must be a finite positive number, got {gsd!r}')
             self.user_gsd = float(gsd)
             self.metres_per_unit = None
         else:
@@ -161,6 +225,28 @@ class GSDRasterDataset(RasterDataset):
         operation = pyproj.CRS.from_user_input(self.crs).coordinate_operation
         self.web_mercator = operation is not None and 'Pseudo Mercator' in (
             operation.method_name
+        )
+
+    def _check_readable(self, indexed: set[str]) -> None:
+        """Raise for files matching ``filename_glob`` that TorchGeo skipped.
+
+        TorchGeo's RasterDataset skips, without a word, every file that rasterio
+        cannot open; a non-raster file named ``.tif`` would then vanish from the data
+        (or, when it is the only one, give a bare "dataset not found").
+        """
+        skipped = [f for f in self.files if f not in indexed]
+        if not skipped:
+            return
+        reason = 'TorchGeo could not load it'
+        try:
+            with rasterio.open(skipped[0]):
+                pass
+        except RasterioError as error:
+            reason = str(error)
+        others = f' (and {len(skipped) - 1} more)' if len(skipped) > 1 else ''
+        raise ValueError(
+            f'{skipped[0]!r}{others} matches filename_glob {self.filename_glob!r} but '
+            f'is not a raster: {reason}. Remove it, or pass a narrower filename_glob'
         )
 
     def gsd_for_step(self, step: float, y: float | None = None) -> float:
@@ -175,7 +261,15 @@ class GSDRasterDataset(RasterDataset):
 
         Returns:
             The GSD in metres per pixel.
+
+        Raises:
+            ValueError: If ``step`` is not a finite positive number.
         """
+        if not step > 0 or not math.isfinite(step):
+            raise ValueError(
+                f'step (pixel size in CRS units) must be finite and positive, got '
+                f'{step!r}'
+            )
         if self.user_gsd is not None:
             return self.user_gsd * step / self.native_res
         assert self.metres_per_unit is not None
@@ -222,13 +316,16 @@ class MultiResolutionPatchSampler(SpatialSampler):
         dataset: Dataset to sample from.
         size: Patch size in pixels (``size`` or ``(height, width)``).
         resolutions: Resolutions in CRS units per pixel (e.g. ``[0.1, 0.2, 0.4]``).
-        length: Number of places per epoch (default: the patches of the coarsest
-            resolution that fit without overlap, at least 1).
+        length: Number of places per epoch, ``>= 1`` (default, ``None``: the
+            patches of the coarsest resolution that fit without overlap, at least 1).
         mode: ``'all'`` or ``'random'``.
         roi: Region of interest (defaults to the dataset bounds).
         generator: Seed or NumPy generator.
 
-    .. versionadded:: 0.1
+    Raises:
+        ValueError: If ``size``, ``resolutions``, ``length`` or ``mode`` is invalid,
+            or no patch at the coarsest resolution fits in the region (the message
+            gives both sizes in pixels).
     """
 
     strategy = 'random'
@@ -246,19 +343,13 @@ class MultiResolutionPatchSampler(SpatialSampler):
     ) -> None:
         """Initialize a new MultiResolutionPatchSampler."""
         super().__init__(dataset, roi=roi)
-        size_hw = (
-            (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-        )
-        if min(size_hw) < 1:
-            raise ValueError(f'size must be positive, got {size!r}')
-        if not resolutions or any(not math.isfinite(r) or r <= 0 for r in resolutions):
-            raise ValueError(
-                f'resolutions must be positive CRS units per pixel, got {resolutions!r}'
-            )
+        size_hw = to_size(size)
+        checked = check_resolutions(resolutions)
+        length = check_int(length, 'length', 1, none=True)
         if mode not in ('all', 'random'):
             raise ValueError(f"mode must be 'all' or 'random', got {mode!r}")
         self.size = size_hw
-        self.resolutions = [float(r) for r in resolutions]
+        self.resolutions = checked
         self.mode = mode
         self.generator = np.random.default_rng(generator)
         coarsest = max(self.resolutions)
@@ -266,11 +357,22 @@ class MultiResolutionPatchSampler(SpatialSampler):
         distance = math.sqrt((height / 2) ** 2 + (width / 2) ** 2)
         self.series = GeoSeries([shapely.buffer(self.geometry, -distance)])
         if self.series.is_empty.all():
+            xmin, ymin, xmax, ymax = self.geometry.bounds
+            xres, yres = (abs(float(r)) for r in dataset.res)
+            region = _pixels((ymax - ymin) / yres, (xmax - xmin) / xres)
+            patch = _pixels(height / yres, width / xres)
             raise ValueError(
-                f'the region ({self.geometry.bounds}) is too small for {size_hw} px '
-                f'patches at resolution {coarsest}: lower size or resolutions'
+                f'the region is {region} at the native resolution ({xres:g} CRS '
+                f'units), too small for {size_hw[0]} x {size_hw[1]}-pixel patches at '
+                f'the coarsest resolution {coarsest:g}, which cover {patch} of it: '
+                'each patch centre is kept half a patch diagonal inside the region. '
+                'Lower size or the coarsest resolution'
             )
-        places = length or max(1, int(shapely.area(self.geometry) // (height * width)))
+        places = (
+            length
+            if length is not None
+            else max(1, int(shapely.area(self.geometry) // (height * width)))
+        )
         self.places = int(places)
         per_place = len(self.resolutions) if mode == 'all' else 1
         self._length = self.places * per_place
@@ -311,8 +413,32 @@ class CompleteTileSampler(GriddedPatchSampler):
     pixel grid and keeps those contained in the data's footprint, so no padded pixel
     is ever evaluated; the price is an unevaluated margin of less than one stride.
 
-    .. versionadded:: 0.1
+    Args:
+        dataset: Dataset to sample from.
+        size: Tile size ``size`` or ``(height, width)`` (pixels, or CRS units with
+            ``units=Units.CRS``).
+        stride: Distance between tiles (defaults to ``size``).
+        roi: Region of interest (defaults to the dataset bounds).
+        units: Units of ``size`` and ``stride``.
+
+    Raises:
+        ValueError: If ``size`` or ``stride`` is not finite and positive.
     """
+
+    def __init__(
+        self,
+        dataset: GeoDataset,
+        *,
+        size: tuple[float, float] | float,
+        stride: tuple[float, float] | float | None = None,
+        roi: Polygon | None = None,
+        units: Units = Units.PIXELS,
+    ) -> None:
+        """Initialize a new CompleteTileSampler."""
+        check_pair(size, 'size')
+        if stride is not None:
+            check_pair(stride, 'stride')
+        super().__init__(dataset, size=size, stride=stride, roi=roi, units=units)
 
     def __iter__(self) -> Iterator[tuple[slice, slice]]:
         """Yield the ``[xmin:xmax, ymin:ymax]`` slices of the complete tiles.
@@ -366,6 +492,17 @@ class GeoTIFFGSDDataModule(GeoDataModule):
     (default 0 and 255: 0-1 for 8-bit rasters), ``gsd`` float32 ``(B,)``,
     ``bounds`` and ``transform`` ``(B, 9)``.
 
+    **Raster size.** A raster too small for the samplers is an error at
+    :meth:`setup`, not an epoch without batches: TorchGeo's ``RandomPatchSampler``
+    (and :class:`MultiResolutionPatchSampler`) keep every patch centre half a patch
+    diagonal inside the data, so a square ``patch_size`` must be below
+    ``side / sqrt(2)`` of the raster (e.g. at most 45 px on a 64-px raster), and a
+    validation or test tile must fit completely (with ``complete_tiles``). The
+    validation rasters are checked only when validation runs: at
+    ``setup('validate')``, at ``setup('fit')`` when the attached trainer will
+    validate (not with ``limit_val_batches=0`` or a model without
+    ``validation_step``), and in :meth:`val_dataloader`.
+
     Example::
 
         from torchgeo_scalemae.datamodules import default_raster_path
@@ -379,11 +516,14 @@ class GeoTIFFGSDDataModule(GeoDataModule):
 
     Args:
         paths: GeoTIFF files or folders (default: :func:`default_raster_path`).
-        patch_size: Patch size in pixels.
-        batch_size: Mini-batch size.
-        length: Training samples per epoch (places, for ``resolutions``).
-        num_workers: Data loader workers.
-        resolutions: Resolutions (CRS units per pixel) to sample the same places at.
+        patch_size: Patch size in pixels (``size`` or ``(height, width)``, ``>= 1``).
+        batch_size: Mini-batch size, ``>= 1``.
+        length: Training samples per epoch (places, for ``resolutions``), ``>= 1``;
+            ``None`` (the default) lets the sampler choose (about the number of
+            non-overlapping patches).
+        num_workers: Data loader workers, ``>= 0``.
+        resolutions: Resolutions (CRS units per pixel) to sample the same places at
+            (a non-empty list), or ``None`` for the native resolution only.
         resolution_mode: ``'all'`` or ``'random'`` (see
             :class:`MultiResolutionPatchSampler`).
         val_paths: Validation rasters (default: ``paths``).
@@ -395,7 +535,10 @@ class GeoTIFFGSDDataModule(GeoDataModule):
         **kwargs: Further :class:`GSDRasterDataset` arguments (``crs``, ``res``,
             ``gsd``, ``bands``, ``filename_glob``, ``cache``).
 
-    .. versionadded:: 0.1
+    Raises:
+        ValueError: If an argument is out of range (the message names it and its
+            value); see also :meth:`setup`.
+        TypeError: If an argument has the wrong type.
     """
 
     def __init__(
@@ -416,14 +559,20 @@ class GeoTIFFGSDDataModule(GeoDataModule):
         **kwargs: Any,
     ) -> None:
         """Initialize a new GeoTIFFGSDDataModule."""
-        self.mean = torch.as_tensor(mean, dtype=torch.float32)
-        self.std = torch.as_tensor(std, dtype=torch.float32)
-        if bool((self.std <= 0).any()):
-            raise ValueError(f'std must be positive, got {std!r}')
+        self.mean = check_norm(mean, 'mean', positive=False)
+        self.std = check_norm(std, 'std', positive=True)
         if resolution_mode not in ('all', 'random'):
             raise ValueError(
                 f"resolution_mode must be 'all' or 'random', got {resolution_mode!r}"
             )
+        self._patch_hw = to_size(patch_size, 'patch_size')
+        check_int(batch_size, 'batch_size', 1)
+        check_int(num_workers, 'num_workers', 0)
+        check_int(length, 'length', 1, none=True)
+        check_int(seed, 'seed', 0, none=True)
+        check_flag(complete_tiles, 'complete_tiles')
+        if resolutions is not None:
+            check_resolutions(resolutions, 'resolutions (or None)')
         paths = str(default_raster_path()) if paths is None else paths
         super().__init__(
             GSDRasterDataset,
@@ -455,15 +604,67 @@ class GeoTIFFGSDDataModule(GeoDataModule):
             return GriddedPatchSampler(
                 dataset, size=self.patch_size, stride=self.patch_size
             )
-        sampler = CompleteTileSampler(
+        return CompleteTileSampler(
             dataset, size=self.patch_size, stride=self.patch_size
         )
-        if len(sampler) == 0:
-            raise ValueError(
-                f'no complete {self.patch_size}-pixel tile fits in the {split} rasters '
-                f'({dataset.bounds}); use smaller patches or complete_tiles=False'
-            )
-        return sampler
+
+    def _patch_text(self) -> str:
+        height, width = self._patch_hw
+        return f'{height}-pixel' if height == width else f'{height} x {width}-pixel'
+
+    def _check_train_sampler(self) -> None:
+        """Raise if the training sampler would yield nothing (an endless empty fit)."""
+        sampler = self.train_sampler
+        if isinstance(sampler, MultiResolutionPatchSampler):
+            return  # it checks itself at construction
+        series = getattr(sampler, 'series', None)
+        if series is None or not bool(series.is_empty.all()):
+            return
+        assert isinstance(self.train_dataset, GeoDataset)
+        rasters, side = _raster_sizes(self.train_dataset, 'training')
+        height, width = self._patch_hw
+        need = math.floor(math.hypot(height, width)) + 1
+        largest = math.ceil(side / math.sqrt(2)) - 1
+        advice = (
+            f'use patch_size <= {largest} or larger rasters'
+            if largest >= 1
+            else 'use larger rasters'
+        )
+        raise ValueError(
+            f'{rasters}, too small for random {self._patch_text()} training patches '
+            f"(patch_size={self.patch_size!r}): TorchGeo's RandomPatchSampler keeps "
+            'every patch centre half a patch diagonal inside the data, so these '
+            f'patches need at least {need} x {need} pixels, and every epoch would be '
+            f'empty; {advice}'
+        )
+
+    def _check_tiles(self, split: str) -> None:
+        """Raise if the ``split`` ('val'/'test') sampler has no complete tile."""
+        sampler = getattr(self, f'{split}_sampler', None)
+        if not isinstance(sampler, CompleteTileSampler) or len(sampler) > 0:
+            return
+        dataset = getattr(self, f'{split}_dataset')
+        name = 'validation' if split == 'val' else split
+        rasters, side = _raster_sizes(dataset, name)
+        raise ValueError(
+            f'{rasters}, smaller than one complete {self._patch_text()} {name} '
+            f'tile (patch_size={self.patch_size!r}): use patch_size <= {side}, or '
+            'complete_tiles=False to tile with zero-padded edge tiles'
+        )
+
+    def _will_validate(self) -> bool | None:
+        """Whether the attached trainer will run validation (None without one)."""
+        trainer = self.trainer
+        if trainer is None:
+            return None
+        if getattr(trainer, 'limit_val_batches', 1) == 0:
+            return False
+        model = getattr(trainer, 'lightning_module', None)
+        return model is None or is_overridden('validation_step', model)
+
+    def _setup_val(self) -> None:
+        self.val_dataset = self._dataset(self.val_paths)
+        self.val_sampler = self._gridded(self.val_dataset, 'val')
 
     def setup(self, stage: str) -> None:
         """Build datasets and samplers.
@@ -472,7 +673,11 @@ class GeoTIFFGSDDataModule(GeoDataModule):
             stage: ``'fit'``, ``'validate'``, ``'test'`` or ``'predict'``.
 
         Raises:
-            ValueError: If a raster's CRS is not metric and no ``gsd`` was given.
+            ValueError: If a raster's CRS is not metric and no ``gsd`` was given,
+                or the rasters are too small for the training patches or (when
+                they are used, see the class docstring) for one complete
+                validation or test tile; the message gives the raster and patch
+                sizes in pixels.
         """
         if stage == 'fit':
             self.train_dataset = self._dataset()
@@ -492,12 +697,48 @@ class GeoTIFFGSDDataModule(GeoDataModule):
                     length=self.length,
                     generator=self.seed,
                 )
-        if stage in ('fit', 'validate'):
-            self.val_dataset = self._dataset(self.val_paths)
-            self.val_sampler = self._gridded(self.val_dataset, 'val')
+            self._check_train_sampler()
+            validate = self._will_validate()
+            if validate is not False:
+                self._setup_val()
+            if validate:
+                self._check_tiles('val')
+        if stage == 'validate':
+            self._setup_val()
+            self._check_tiles('val')
         if stage == 'test':
             self.test_dataset = self._dataset(self.test_paths)
             self.test_sampler = self._gridded(self.test_dataset, 'test')
+            self._check_tiles('test')
         if stage == 'predict':
             self.predict_dataset = self._dataset()
             self.predict_sampler = self._gridded(self.predict_dataset)
+
+    def val_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """Return the validation loader over complete tiles of the validation rasters.
+
+        The validation rasters are read here when :meth:`setup` skipped them
+        (``setup('fit')`` with a trainer that does not validate).
+
+        Returns:
+            The validation data loader.
+
+        Raises:
+            ValueError: If no complete validation tile fits (see :meth:`setup`).
+        """
+        if self.val_sampler is None:
+            self._setup_val()
+        self._check_tiles('val')
+        return super().val_dataloader()
+
+    def test_dataloader(self) -> DataLoader[dict[str, Any]]:
+        """Return the test loader over complete tiles of the test rasters.
+
+        Returns:
+            The test data loader.
+
+        Raises:
+            ValueError: If no complete test tile fits (see :meth:`setup`).
+        """
+        self._check_tiles('test')
+        return super().test_dataloader()

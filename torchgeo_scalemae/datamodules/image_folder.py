@@ -6,7 +6,9 @@
 """
 
 import csv
+import io
 import math
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -16,76 +18,149 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from rasterio.errors import RasterioError
 from torch import Generator, Tensor
-from torch.utils.data import random_split
+from torch.utils.data import default_collate, random_split
 from torchgeo.datamodules import NonGeoDataModule
 from torchgeo.datasets import NonGeoDataset
 
 from ..gsd import GSD_KEY
+from ._checks import check_flag, check_fraction, check_int, check_norm
 from .geotiff import metres_per_crs_unit
 
 __all__ = ('IMAGE_EXTENSIONS', 'ImageFolderGSD', 'ImageFolderGSDDataModule')
 
 #: File extensions read by :class:`ImageFolderGSD` (case-insensitive).
-#:
-#: .. versionadded:: 0.1
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 _RASTERIO_EXTENSIONS = ('.tif', '.tiff')
 
 
-def _positive(value: float, what: str) -> float:
-    if not math.isfinite(value) or value <= 0:
+def _positive(value: object, what: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
         raise ValueError(
             f'{what}: GSD must be a finite positive number of metres per pixel, '
             f'got {value!r}'
         )
-    return value
+    return float(value)
 
 
-def read_gsd_csv(path: str | os.PathLike[str], root: Path) -> dict[str, float]:
+def _csv_text(path: str | os.PathLike[str]) -> str:
+    """Return the text of a CSV file, refusing binary files with a clear message."""
+    with open(path, 'rb') as f:
+        data = f.read()
+    if b'\x00' in data:
+        raise ValueError(
+            f'{path}: the GSD CSV is not a text file (it contains NUL bytes); give '
+            'a UTF-8 CSV with the columns path,gsd'
+        )
+    try:
+        return data.decode('utf-8-sig')
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f'{path}: the GSD CSV is not UTF-8 text ({error}); give a UTF-8 CSV with '
+            'the columns path,gsd'
+        ) from None
+
+
+def read_gsd_csv(
+    path: str | os.PathLike[str],
+    root: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+) -> dict[str, float]:
     """Read a ``path,gsd`` CSV into ``{resolved file path: gsd}``.
 
     ``path`` is relative to ``root`` (or absolute); ``gsd`` is in metres per pixel.
+    Every row must name an existing file, and no file may be listed twice, so a
+    typo in the CSV is an error rather than a file that silently falls back to
+    another GSD.
 
     Args:
-        path: CSV file with a header row containing ``path`` and ``gsd``.
-        root: Folder that relative paths refer to.
+        path: UTF-8 CSV file with a header row containing ``path`` and ``gsd``.
+        root: Folder that relative paths refer to, or several folders (a relative
+            path must then exist in at least one of them, and counts for each one
+            it exists in).
 
     Returns:
         Mapping from the resolved file path (``str``) to its GSD.
 
     Raises:
-        ValueError: If the columns are missing or a GSD is not a finite positive
-            number (the message names the row).
-
-    .. versionadded:: 0.1
+        ValueError: If the file is not text, the columns are missing, a GSD is not
+            a finite positive number, a row names no existing file, or a file is
+            listed twice (the message names the row).
     """
+    roots = (
+        [Path(root)] if isinstance(root, str | os.PathLike) else [Path(r) for r in root]
+    )
+    if not roots:
+        raise ValueError('read_gsd_csv needs at least one root folder')
     table: dict[str, float] = {}
-    with open(path, newline='') as f:
-        reader = csv.DictReader(f)
+    first_line: dict[str, int] = {}
+    try:
+        reader = csv.DictReader(io.StringIO(_csv_text(path), newline=''))
         fields = [name.strip() for name in reader.fieldnames or []]
         if 'path' not in fields or 'gsd' not in fields:
             raise ValueError(
                 f'{path}: the GSD CSV needs the columns path,gsd; found {fields}'
             )
         reader.fieldnames = fields
-        for line, row in enumerate(reader, start=2):
-            where = f'{path}, line {line} ({row.get("path")!r})'
-            try:
-                value = float(row['gsd'])
-            except (TypeError, ValueError):
+        rows = list(enumerate(reader, start=2))
+    except csv.Error as error:
+        raise ValueError(f'{path}: not a valid CSV file ({error})') from None
+    for line, row in rows:
+        name = (row.get('path') or '').strip()
+        where = f'{path}, line {line} ({name!r})'
+        try:
+            value = float(row['gsd'])
+        except (TypeError, ValueError):
+            raise ValueError(f'{where}: gsd {row["gsd"]!r} is not a number') from None
+        _positive(value, where)
+        if not name:
+            raise ValueError(f'{where}: the path is empty')
+        file = Path(name)
+        candidates = [file] if file.is_absolute() else [r / file for r in roots]
+        found = [c for c in candidates if c.is_file()]
+        if not found:
+            places = ', '.join(repr(str(r)) for r in roots)
+            raise ValueError(
+                f'{where}: no such file (relative paths are looked up under {places})'
+            )
+        for candidate in found:
+            key = str(candidate.resolve())
+            if key in first_line:
                 raise ValueError(
-                    f'{where}: gsd {row["gsd"]!r} is not a number'
-                ) from None
-            file = Path(row['path'].strip())
-            if not file.is_absolute():
-                file = root / file
-            table[str(file.resolve())] = _positive(value, where)
+                    f'{where}: {key!r} is listed twice (first on line '
+                    f'{first_line[key]}); give each file one row'
+                )
+            first_line[key] = line
+            table[key] = value
     return table
 
 
 def _load_image(path: Path, mode: str | None) -> tuple[Tensor, float | None]:
-    """Read an image as float32 ``(C, H, W)`` raw values and its GSD if georeferenced."""
+    """Read an image as float32 ``(C, H, W)`` raw values and its GSD if georeferenced.
+
+    Raises:
+        OSError: If the file cannot be read (truncated, not an image, not a
+            raster); the message names the file.
+    """
+    try:
+        return _read_image(path, mode)
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        RasterioError,
+        Image.DecompressionBombError,
+    ) as error:
+        raise OSError(f'cannot read the image {str(path)!r}: {error}') from error
+
+
+def _read_image(path: Path, mode: str | None) -> tuple[Tensor, float | None]:
     if path.suffix.lower() in _RASTERIO_EXTENSIONS:
         import rasterio
         from rasterio.errors import NotGeoreferencedWarning
@@ -101,8 +176,6 @@ def _load_image(path: Path, mode: str | None) -> tuple[Tensor, float | None]:
                     if factor is not None:
                         gsd = math.sqrt(abs(src.res[0] * src.res[1])) * factor
         return torch.from_numpy(array.astype(np.float32)), gsd
-    from PIL import Image
-
     with Image.open(path) as img:
         converted = img.convert(mode) if mode is not None else img
         array = np.asarray(converted, dtype=np.float32)
@@ -123,7 +196,12 @@ class ImageFolderGSD(NonGeoDataset):
     Each file's GSD, in order of precedence: its row in ``gsd_csv`` (columns
     ``path,gsd``, paths relative to ``root``); the constant ``gsd``; the pixel size
     of a GeoTIFF in a projected CRS (converted to metres). A file with none of these
-    raises a :class:`ValueError` naming it.
+    raises a :class:`ValueError` naming it. Every CSV row must name an existing
+    file, once (see :func:`read_gsd_csv`).
+
+    A file that cannot be read (truncated, not an image, a ``.tif`` that is no
+    raster) raises an :class:`OSError` naming it when its sample is loaded. Images
+    of different sizes can only be batched with ``image_size``.
 
     Samples: ``image`` float32 ``(C, H, W)`` with the raw pixel values (0-255 for
     8-bit images), ``gsd`` 0-d float32 in metres per pixel, ``label`` (int64) when
@@ -138,15 +216,23 @@ class ImageFolderGSD(NonGeoDataset):
         gsd_csv: CSV with columns ``path,gsd`` (per-file GSDs).
         labelled: Class subfolders give labels; ``None`` detects it (any
             subfolder that holds images).
-        image_size: Resize every image to this square size (pixels).
-        mode: PIL mode to convert to (``'RGB'``); ``None`` keeps the file's mode.
-            GeoTIFFs are read with rasterio (all bands) whatever the mode.
-        extensions: File extensions to include.
+        image_size: Resize every image to this square size (pixels, ``>= 1``).
+        mode: PIL mode to convert to (``'RGB'``; one of ``PIL.Image.MODES``);
+            ``None`` keeps the file's mode. GeoTIFFs are read with rasterio (all
+            bands) whatever the mode.
+        extensions: File extensions to include (``'.png'`` or a list of them).
         max_per_class: Keep at most this many files per class (sorted by name),
             for quick experiments.
         transforms: Transform applied to each sample dict.
+        csv_roots: Further folders that relative paths in ``gsd_csv`` may refer to
+            (the datamodule passes its train, validation and test roots, so that
+            one CSV serves all three).
 
-    .. versionadded:: 0.1
+    Raises:
+        ValueError: If ``root`` is not a folder or holds no images, the CSV is
+            invalid (see :func:`read_gsd_csv`), or an argument is out of range
+            (the message names it and its value).
+        TypeError: If an argument has the wrong type.
     """
 
     def __init__(
@@ -160,21 +246,43 @@ class ImageFolderGSD(NonGeoDataset):
         extensions: Sequence[str] = IMAGE_EXTENSIONS,
         max_per_class: int | None = None,
         transforms: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        csv_roots: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         """Initialize a new ImageFolderGSD dataset."""
+        if not isinstance(root, str | os.PathLike):
+            raise TypeError(f'root must be a folder path, got {type(root).__name__}')
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f'root {str(root)!r} is not a folder')
-        self.gsd = None if gsd is None else _positive(float(gsd), 'gsd')
-        self.gsd_table = read_gsd_csv(gsd_csv, self.root) if gsd_csv else {}
+        self.gsd = None if gsd is None else _positive(gsd, 'gsd')
         if image_size is not None and (
             isinstance(image_size, bool)
             or not isinstance(image_size, int)
             or image_size < 1
         ):
             raise ValueError(f'image_size must be a positive int, got {image_size!r}')
-        if max_per_class is not None and max_per_class < 1:
-            raise ValueError(f'max_per_class must be >= 1, got {max_per_class!r}')
+        check_int(max_per_class, 'max_per_class', 1, none=True)
+        if labelled is not None:
+            check_flag(labelled, 'labelled')
+        if mode is not None and mode not in Image.MODES:
+            raise ValueError(
+                f'mode must be None or a PIL mode, one of {sorted(Image.MODES)}; got '
+                f'{mode!r}'
+            )
+        if transforms is not None and not callable(transforms):
+            raise TypeError(f'transforms must be callable, got {transforms!r}')
+        if isinstance(extensions, str):
+            extensions = (extensions,)
+        if not extensions or not all(
+            isinstance(e, str) and e.startswith('.') and len(e) > 1 for e in extensions
+        ):
+            raise ValueError(
+                "extensions must be file suffixes such as ['.png', '.tif'], got "
+                f'{extensions!r}'
+            )
+        roots = [self.root, *(Path(r) for r in csv_roots)]
+        unique_roots = list({str(r.resolve()): r for r in roots}.values())
+        self.gsd_table = read_gsd_csv(gsd_csv, unique_roots) if gsd_csv else {}
         self.image_size = image_size
         self.mode = mode
         self.transforms = transforms
@@ -265,6 +373,36 @@ class ImageFolderGSD(NonGeoDataset):
         return sample
 
 
+def _collate_images(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate samples with :func:`~torch.utils.data.default_collate`.
+
+    Images of different sizes cannot be stacked; the error then says so and
+    suggests ``image_size``.
+
+    Args:
+        samples: Sample dicts from :class:`ImageFolderGSD`.
+
+    Returns:
+        The batch dict.
+
+    Raises:
+        ValueError: If the images do not all have the same shape.
+    """
+    shapes = {
+        tuple(sample['image'].shape)
+        for sample in samples
+        if isinstance(sample, dict) and isinstance(sample.get('image'), Tensor)
+    }
+    if len(shapes) > 1:
+        raise ValueError(
+            f'cannot batch images of different sizes {sorted(shapes)} (C, H, W): pass '
+            'image_size=... to resize every image to one square size (its GSD is '
+            'rescaled to match), or use batch_size=1'
+        )
+    batch: dict[str, Any] = default_collate(samples)
+    return batch
+
+
 class ImageFolderGSDDataModule(NonGeoDataModule):
     """Datamodule for a folder of images with known GSDs (see :class:`ImageFolderGSD`).
 
@@ -272,7 +410,8 @@ class ImageFolderGSDDataModule(NonGeoDataModule):
     ``(B, C, H, W)`` **normalised** as ``(x - mean) / std`` with TorchGeo's default
     ``mean = 0``, ``std = 255``, i.e. scaled to 0-1 for 8-bit images; ``gsd``
     float32 ``(B,)`` metres per pixel; ``label`` int64 ``(B,)`` when labelled.
-    Images of different sizes need ``image_size`` (or equal sizes) to be batched.
+    Images of different sizes need ``image_size`` (or equal sizes) to be batched;
+    the collate error says so.
 
     The files are split at random (seeded) into train/val/test by
     ``val_split_pct`` and ``test_split_pct``; ``val_root``/``test_root`` give
@@ -293,7 +432,9 @@ class ImageFolderGSDDataModule(NonGeoDataModule):
         val_split_pct: Fraction of files for validation.
         test_split_pct: Fraction of files for testing.
         val_root: Separate validation folder (overrides ``val_split_pct``).
-        test_root: Separate test folder (overrides ``test_split_pct``).
+        test_root: Separate test folder (overrides ``test_split_pct``). Relative
+            paths in ``gsd_csv`` may refer to any of ``root``, ``val_root`` and
+            ``test_root``.
         seed: Seed of the random split.
         mean: Normalisation mean (per channel or one value).
         std: Normalisation standard deviation (per channel or one value).
@@ -301,7 +442,10 @@ class ImageFolderGSDDataModule(NonGeoDataModule):
             ``image_size``, ``mode``, ``extensions``, ``max_per_class``,
             ``transforms``).
 
-    .. versionadded:: 0.1
+    Raises:
+        ValueError: If an argument is out of range (the message names it and its
+            value), or (at :meth:`setup`) the split leaves no training image.
+        TypeError: If an argument has the wrong type.
     """
 
     def __init__(
@@ -325,17 +469,17 @@ class ImageFolderGSDDataModule(NonGeoDataModule):
             ('val_split_pct', val_split_pct),
             ('test_split_pct', test_split_pct),
         ):
-            if not 0 <= pct < 1:
-                raise ValueError(f'{name} must be in [0, 1), got {pct!r}')
+            check_fraction(pct, name)
         if val_split_pct + test_split_pct >= 1:
             raise ValueError(
                 'val_split_pct + test_split_pct must be < 1, got '
                 f'{val_split_pct} + {test_split_pct}'
             )
-        self.mean = torch.as_tensor(mean, dtype=torch.float32)
-        self.std = torch.as_tensor(std, dtype=torch.float32)
-        if bool((self.std <= 0).any()):
-            raise ValueError(f'std must be positive, got {std!r}')
+        self.mean = check_norm(mean, 'mean', positive=False)
+        self.std = check_norm(std, 'std', positive=True)
+        check_int(batch_size, 'batch_size', 1)
+        check_int(num_workers, 'num_workers', 0)
+        check_int(seed, 'seed', 0)
         super().__init__(
             ImageFolderGSD,
             batch_size,
@@ -350,11 +494,15 @@ class ImageFolderGSDDataModule(NonGeoDataModule):
         self.val_root = val_root
         self.test_root = test_root
         self.seed = seed
+        self.collate_fn = _collate_images
 
     def _dataset(self, root: str | None = None) -> ImageFolderGSD:
         kwargs = dict(self.kwargs)
         if root is not None:
             kwargs['root'] = root
+        kwargs['csv_roots'] = [
+            r for r in (self.kwargs['root'], self.val_root, self.test_root) if r
+        ]
         return ImageFolderGSD(**kwargs)
 
     def setup(self, stage: str) -> None:
@@ -362,6 +510,10 @@ class ImageFolderGSDDataModule(NonGeoDataModule):
 
         Args:
             stage: ``'fit'``, ``'validate'``, ``'test'`` or ``'predict'``.
+
+        Raises:
+            ValueError: If the folder or the CSV is invalid (see
+                :class:`ImageFolderGSD`), or the split leaves no training image.
         """
         dataset = self._dataset()
         val_pct = 0.0 if self.val_root else self.val_split_pct
@@ -369,6 +521,13 @@ class ImageFolderGSDDataModule(NonGeoDataModule):
         n = len(dataset)
         n_val = round(n * val_pct)
         n_test = round(n * test_pct)
+        if n - n_val - n_test < 1:
+            raise ValueError(
+                f'the {n} images under {str(dataset.root)!r} leave no training image '
+                f'after val_split_pct={self.val_split_pct} ({n_val} images) and '
+                f'test_split_pct={self.test_split_pct} ({n_test} images): lower them '
+                'or add images'
+            )
         generator = Generator().manual_seed(self.seed)
         train, val, test = random_split(
             dataset, [n - n_val - n_test, n_val, n_test], generator=generator

@@ -15,8 +15,6 @@ __all__ = ('KNOWN_GSD', 'KNOWN_GSD_RANGE', 'KNOWN_GSD_SOURCE', 'lookup_gsd')
 #: :data:`KNOWN_GSD_RANGE`) the value is the geometric mid-point
 #: ``sqrt(min * max)`` of the documented range, rounded, and only nominal: the true
 #: per-image GSD is unknown. Sources are in :data:`KNOWN_GSD_SOURCE`.
-#:
-#: .. versionadded:: 0.1
 KNOWN_GSD: dict[str, float] = {
     # fixed GSD
     'UCMerced': 0.3048,
@@ -44,8 +42,6 @@ KNOWN_GSD: dict[str, float] = {
 
 #: Documented ``(min, max)`` GSD in metres per pixel of the datasets whose GSD
 #: varies per image (the value in :data:`KNOWN_GSD` is only nominal for these).
-#:
-#: .. versionadded:: 0.1
 KNOWN_GSD_RANGE: dict[str, tuple[float, float]] = {
     'RESISC45': (0.2, 30.0),
     'PatternNet': (0.062, 4.693),
@@ -57,8 +53,6 @@ KNOWN_GSD_RANGE: dict[str, tuple[float, float]] = {
 }
 
 #: Where each value of :data:`KNOWN_GSD` comes from.
-#:
-#: .. versionadded:: 0.1
 KNOWN_GSD_SOURCE: dict[str, str] = {
     'UCMerced': '1 ft (0.3048 m) USGS orthoimagery: Yang & Newsam, ACM GIS 2010; '
     'TorchGeo UCMerced docstring; Scale-MAE paper Table 10 (0.3 m)',
@@ -117,9 +111,13 @@ def lookup_gsd(name: str) -> float:
     Raises:
         KeyError: If the dataset has no known GSD (the message lists the known
             names; pass ``gsd=...`` explicitly instead).
-
-    .. versionadded:: 0.1
+        TypeError: If ``name`` is not a string.
     """
+    if not isinstance(name, str):
+        raise TypeError(
+            f'name must be a dataset or datamodule name (str), got '
+            f'{type(name).__name__}: {name!r}'
+        )
     key = _normalise(name)
     found = _INDEX.get(key) or _ALIASES.get(key)
     if found is None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ..gsd import BOUNDS_KEY, GSD_KEY, TRANSFORM_KEY, gsd_from_batch
@@ -21,9 +22,7 @@ def read_image(batch: Mapping[str, Any], name: str) -> tuple[Tensor, bool]:
             f"{name} needs batch['image'] as a tensor (B, C, H, W), got "
             f'{type(image).__name__} (keys: {sorted(batch)})'
         )
-    if image.ndim == 3:
-        return image.unsqueeze(0), True
-    if image.ndim != 4:
+    if image.ndim not in (3, 4):
         raise ValueError(
             f"{name} needs batch['image'] of shape (B, C, H, W) or (C, H, W), got "
             f'{tuple(image.shape)}'
@@ -33,7 +32,74 @@ def read_image(batch: Mapping[str, Any], name: str) -> tuple[Tensor, bool]:
             f"{name} needs a floating-point batch['image'], got {image.dtype}: "
             'convert it (and scale it) before resampling'
         )
+    if image.numel() == 0:
+        raise ValueError(
+            f"{name} got an empty batch['image'] of shape {tuple(image.shape)}: every "
+            'dimension must be at least 1'
+        )
+    if image.ndim == 3:
+        return image.unsqueeze(0), True
     return image, False
+
+
+def read_mask(
+    batch: Mapping[str, Any], image: Tensor, unbatched: bool, name: str
+) -> tuple[Tensor, int] | None:
+    """Return ``batch['mask']`` as ``(B, C, H, W)`` and its batched ndim, or None.
+
+    The mask must cover the image pixel for pixel: same batch size and ``H, W``.
+    """
+    mask = batch.get('mask')
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor):
+        raise TypeError(
+            f"{name} needs batch['mask'] as a tensor, got {type(mask).__name__}"
+        )
+    m = mask.unsqueeze(0) if unbatched else mask
+    if m.ndim == 3:
+        m4, ndim = m.unsqueeze(1), 3
+    elif m.ndim == 4:
+        m4, ndim = m, 4
+    else:
+        raise ValueError(
+            f"{name} needs batch['mask'] of shape (B, H, W) or (B, C, H, W) (or "
+            f'(H, W) / (C, H, W) with an unbatched image), got {tuple(mask.shape)}'
+        )
+    if m4.shape[0] != image.shape[0] or m4.shape[-2:] != image.shape[-2:]:
+        raise ValueError(
+            f"{name}: batch['mask'] of shape {tuple(mask.shape)} does not match "
+            f"batch['image'] of shape {tuple(batch['image'].shape)}: the mask must "
+            'have the same batch size, height and width as the image'
+        )
+    return m4, ndim
+
+
+def check_flag(value: object, name: str) -> bool:
+    """Return ``value`` if it is a bool, else raise a TypeError naming it."""
+    if not isinstance(value, bool):
+        raise TypeError(f'{name} must be True or False, got {value!r}')
+    return value
+
+
+def interpolate(
+    image: Tensor,
+    size: tuple[int, int],
+    mode: str,
+    align_corners: bool | None,
+    antialias: bool,
+) -> Tensor:
+    """:func:`torch.nn.functional.interpolate`, antialiasing float16/bfloat16 too.
+
+    PyTorch has no half-precision antialiasing kernel on the CPU, so those images
+    are antialiased in float32 and cast back.
+    """
+    low = antialias and image.dtype in (torch.float16, torch.bfloat16)
+    x = image.float() if low else image
+    out = F.interpolate(
+        x, size=size, mode=mode, align_corners=align_corners, antialias=antialias
+    )
+    return out.to(image.dtype) if low else out
 
 
 def read_gsd(batch: Mapping[str, Any], validate: bool) -> Tensor:

@@ -18,16 +18,23 @@ If the batch has no ``gsd`` entry but has GeoDataset ``bounds``, the GSD is read
 .. versionadded:: 0.1
 """
 
-from collections.abc import Callable, Mapping
-from typing import Any, Self
+from collections.abc import Mapping
+from typing import Any
 
 import kornia.augmentation as K
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._sizes import to_size
-from ._geometry import read_gsd, read_image, scale_factor, update_batch
+from ._geometry import (
+    check_flag,
+    interpolate,
+    read_gsd,
+    read_image,
+    read_mask,
+    scale_factor,
+    update_batch,
+)
 
 __all__ = ('GSDCenterCrop', 'GSDRandomResizedCrop', 'GSDResize')
 
@@ -44,27 +51,18 @@ def _check_range(value: tuple[float, float], name: str) -> tuple[float, float]:
     ):
         raise ValueError(f'{name} must be a pair (min, max), got {value!r}')
     lo, hi = float(value[0]), float(value[1])
-    if not 0 < lo <= hi:
-        raise ValueError(f'{name} must satisfy 0 < min <= max, got {value!r}')
+    if not 0 < lo <= hi < float('inf'):
+        raise ValueError(f'{name} must satisfy 0 < min <= max < inf, got {value!r}')
     return lo, hi
-
-
-def _mask_to_4d(mask: Tensor) -> tuple[Tensor, int]:
-    if mask.ndim == 3:
-        return mask.unsqueeze(1), 3
-    if mask.ndim == 4:
-        return mask, 4
-    raise ValueError(
-        f"batch['mask'] must be (B, H, W) or (B, C, H, W), got {tuple(mask.shape)}"
-    )
 
 
 class GSDRandomResizedCrop(nn.Module):
     """Random resized crop (per-sample parameters) that updates the GSD.
 
     Wraps :class:`kornia.augmentation.RandomResizedCrop` (``cropping_mode='slice'``):
-    each sample gets its own crop box, which is read back from kornia's sampled
-    parameters and used to update ``gsd``, ``bounds`` and ``transform``.
+    each sample gets its own crop box, drawn with kornia's public
+    ``forward_parameters`` and applied with ``crop(image, params=...)``; the same
+    boxes update ``gsd``, ``bounds`` and ``transform``.
 
     **Box convention.** kornia stores inclusive corner pixel coordinates: a crop of
     ``w`` pixels starting at column ``x0`` has corners ``x0`` and ``x0 + w - 1``, so
@@ -75,14 +73,23 @@ class GSDRandomResizedCrop(nn.Module):
     has pixels exactly ``s / S`` times larger: ``gsd_out = gsd_in * s / S``. With
     ``align_corners=True`` the first and last pixel centres are kept and the exact
     spacing is ``(s - 1) / (S - 1)``; that is what is used then. The reference
-    Scale-MAE code (spec 1.2) instead uses ``(s - 1) / S`` (it reads the box width
-    ``dx = s - 1`` and divides by the output size); ``reference_ratio=True``
-    reproduces that bookkeeping for parity experiments with the released weights.
+    Scale-MAE code (reference ``mae/lib/transforms.py``) instead uses ``(s - 1) / S``
+    (it reads the box width ``dx = s - 1`` and divides by the output size);
+    ``reference_ratio=True`` reproduces that bookkeeping for parity experiments
+    with the released weights.
     For non-square crops or outputs the horizontal and vertical factors differ and
     ``gsd`` gets their geometric mean (``bounds``/``transform`` keep both).
 
     Resampling follows the reference (kornia, bicubic, no antialiasing), which
-    matters for parity with the released model.
+    matters for parity with the released model. Any floating-point image dtype
+    (float16, bfloat16, float32, float64) is resampled in its own dtype.
+
+    **Devices.** The crop boxes are always drawn on the CPU, whatever device the
+    images are on: the kornia augmentations are kept out of this module's children,
+    so moving the transform (``.to('cuda')``, or a LightningModule that holds it
+    being moved) leaves their samplers on the CPU, in float32. kornia's slice
+    cropping reads the boxes as Python ints, which for boxes drawn on a GPU would
+    cost one host-device synchronisation per call.
 
     Args:
         size: Output size ``S`` or ``(S_h, S_w)`` in pixels.
@@ -101,7 +108,10 @@ class GSDRandomResizedCrop(nn.Module):
         ``image`` ``(B, C, H, W)`` -> ``(B, C, S_h, S_w)``; ``gsd`` ``(B,)`` ->
         ``(B,)``; ``mask`` ``(B, H, W)`` -> ``(B, S_h, S_w)``.
 
-    .. versionadded:: 0.1
+    Raises:
+        ValueError: If ``size``, ``scale``, ``ratio`` or ``resample`` is invalid
+            (at construction; the message names the value).
+        TypeError: If a flag is not a bool.
     """
 
     def __init__(
@@ -124,36 +134,39 @@ class GSDRandomResizedCrop(nn.Module):
         if resample not in _RESAMPLE:
             raise ValueError(f'resample must be one of {_RESAMPLE}, got {resample!r}')
         self.resample = resample
-        self.align_corners = bool(align_corners)
-        self.reference_ratio = bool(reference_ratio)
-        self.validate = bool(validate)
-        self.crop = K.RandomResizedCrop(
-            self.size,
-            scale=self.scale,
-            ratio=self.ratio,
-            resample=resample,
-            align_corners=self.align_corners,
-            cropping_mode='slice',
-        )
-        self.mask_crop = K.RandomResizedCrop(
-            self.size,
-            scale=self.scale,
-            ratio=self.ratio,
-            resample='nearest',
-            cropping_mode='slice',
+        self.align_corners = check_flag(align_corners, 'align_corners')
+        self.reference_ratio = check_flag(reference_ratio, 'reference_ratio')
+        self.validate = check_flag(validate, 'validate')
+        # A tuple is not a child module: nn.Module.to()/.cuda()/.half() never reach
+        # these, so kornia keeps drawing the boxes on the CPU in float32 (see the
+        # class docstring); the transform itself holds no tensors.
+        self._kornia = (
+            K.RandomResizedCrop(
+                self.size,
+                scale=self.scale,
+                ratio=self.ratio,
+                resample=resample,
+                align_corners=self.align_corners,
+                cropping_mode='slice',
+            ),
+            K.RandomResizedCrop(
+                self.size,
+                scale=self.scale,
+                ratio=self.ratio,
+                resample='nearest',
+                cropping_mode='slice',
+            ),
         )
 
-    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Self:
-        """Keep kornia's box sampling on the CPU when the transform is moved.
+    @property
+    def crop(self) -> K.RandomResizedCrop:
+        """The kornia crop of the image (its boxes are drawn on the CPU)."""
+        return self._kornia[0]
 
-        The transform holds no tensors. kornia's augmentations move their random
-        samplers with the module (``.to('cuda')``, or a LightningModule that holds
-        the transform being moved to its device), and kornia's slice cropping then
-        reads the boxes back as Python ints: one host-device synchronisation per
-        call. Sampled on the CPU, the boxes are already on the host, and they stay
-        float32 under ``.to(torch.bfloat16)`` or ``.half()``.
-        """
-        return self
+    @property
+    def mask_crop(self) -> K.RandomResizedCrop:
+        """The kornia crop of ``mask`` (nearest), applied with the image's boxes."""
+        return self._kornia[1]
 
     def _corner_aligned(self) -> bool:
         # kornia's slice mode resizes on the half-pixel grid for nearest sampling
@@ -169,15 +182,22 @@ class GSDRandomResizedCrop(nn.Module):
         Returns:
             A new dict with ``image`` ``(B, C, S_h, S_w)`` and updated ``gsd``
             (metres per pixel), ``mask``, ``bounds``, ``transform``.
+
+        Raises:
+            ValueError: If the image is not a non-empty floating-point
+                ``(B, C, H, W)`` tensor, the GSD is missing or invalid, or the mask
+                does not match the image's size.
         """
-        image, unbatched = read_image(batch, type(self).__name__)
+        name = type(self).__name__
+        image, unbatched = read_image(batch, name)
         gsd = read_gsd(batch, self.validate)
         if gsd.shape[0] != image.shape[0]:
             raise ValueError(
                 f'gsd has {gsd.shape[0]} values for {image.shape[0]} images'
             )
-        out_image = self.crop(image)
-        params = self.crop._params
+        mask4 = read_mask(batch, image, unbatched, name)
+        params = self.crop.forward_parameters(tuple(image.shape))
+        out_image = self.crop(image, params=params)
         # kornia samples the boxes on the CPU; a non-blocking host-to-device copy of
         # pageable memory is staged at once and does not wait for the GPU
         src = params['src'].to(torch.float64).to(gsd.device, non_blocking=True)
@@ -189,11 +209,9 @@ class GSDRandomResizedCrop(nn.Module):
         fx = scale_factor(w, self.size[1], corner, self.reference_ratio)
         fy = scale_factor(h, self.size[0], corner, self.reference_ratio)
         extra: dict[str, Tensor] = {}
-        mask = batch.get('mask')
-        if isinstance(mask, Tensor):
-            m = mask.unsqueeze(0) if unbatched else mask
-            m4, ndim = _mask_to_4d(m)
-            cropped = self.mask_crop(m4.float(), params=params).to(mask.dtype)
+        if mask4 is not None:
+            m4, ndim = mask4
+            cropped = self.mask_crop(m4.float(), params=params).to(m4.dtype)
             extra['mask'] = cropped[:, 0] if ndim == 3 else cropped
         return update_batch(
             batch, unbatched, out_image, gsd, fx, fy, x0, y0, w, h, extra
@@ -221,7 +239,9 @@ class GSDResize(nn.Module):
     with ``antialias=True``), which is right whenever parity with the released
     weights does not matter. The reference's input resize (kornia ``Resize``:
     bilinear, ``align_corners=True``, no antialiasing) is
-    ``GSDResize(size, antialias=False, align_corners=True)``.
+    ``GSDResize(size, antialias=False, align_corners=True)``. float16 and bfloat16
+    images are antialiased in float32 (PyTorch has no half-precision antialiasing
+    kernel on the CPU) and returned in their own dtype.
 
     Args:
         size: Output size ``S`` or ``(S_h, S_w)`` in pixels.
@@ -232,9 +252,12 @@ class GSDResize(nn.Module):
         validate: Check the GSD values (one host-device synchronisation on CUDA).
 
     Shapes:
-        ``image`` ``(B, C, H, W)`` -> ``(B, C, S_h, S_w)``; ``gsd`` ``(B,)``.
+        ``image`` ``(B, C, H, W)`` -> ``(B, C, S_h, S_w)``; ``gsd`` ``(B,)``;
+        ``mask`` ``(B, H, W)`` -> ``(B, S_h, S_w)`` (nearest).
 
-    .. versionadded:: 0.1
+    Raises:
+        ValueError: If ``size`` or ``interpolation`` is invalid (at construction).
+        TypeError: If a flag is not a bool.
     """
 
     def __init__(
@@ -254,12 +277,10 @@ class GSDResize(nn.Module):
                 f'interpolation must be one of {modes}, got {interpolation!r}'
             )
         self.interpolation = interpolation
-        self.antialias = bool(antialias) and interpolation in ('bilinear', 'bicubic')
-        self.align_corners = bool(align_corners) and interpolation in (
-            'bilinear',
-            'bicubic',
-        )
-        self.validate = bool(validate)
+        smooth = interpolation in ('bilinear', 'bicubic')
+        self.antialias = check_flag(antialias, 'antialias') and smooth
+        self.align_corners = check_flag(align_corners, 'align_corners') and smooth
+        self.validate = check_flag(validate, 'validate')
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """Resize ``image`` (and ``mask``) to ``size``.
@@ -269,32 +290,37 @@ class GSDResize(nn.Module):
 
         Returns:
             A new dict with ``image`` ``(B, C, S_h, S_w)`` and updated ``gsd``.
+
+        Raises:
+            ValueError: If the image is not a non-empty floating-point
+                ``(B, C, H, W)`` tensor, the GSD is missing or invalid, or the mask
+                does not match the image's size.
         """
-        image, unbatched = read_image(batch, type(self).__name__)
+        name = type(self).__name__
+        image, unbatched = read_image(batch, name)
         gsd = read_gsd(batch, self.validate)
+        mask4 = read_mask(batch, image, unbatched, name)
         height, width = image.shape[-2:]
         if (height, width) == self.size:
             out_image = image
         else:
-            out_image = F.interpolate(
+            out_image = interpolate(
                 image,
-                size=self.size,
-                mode=self.interpolation,
-                align_corners=self.align_corners
+                self.size,
+                self.interpolation,
+                self.align_corners
                 if self.interpolation in ('bilinear', 'bicubic')
                 else None,
-                antialias=self.antialias,
+                self.antialias,
             )
         ones = torch.ones(image.shape[0], dtype=torch.float64, device=gsd.device)
         fx = scale_factor(ones * width, self.size[1], self.align_corners)
         fy = scale_factor(ones * height, self.size[0], self.align_corners)
         extra: dict[str, Tensor] = {}
-        mask = batch.get('mask')
-        if isinstance(mask, Tensor):
-            m = mask.unsqueeze(0) if unbatched else mask
-            m4, ndim = _mask_to_4d(m)
-            resized = F.interpolate(m4.float(), size=self.size, mode='nearest-exact')
-            resized = resized.to(mask.dtype)
+        if mask4 is not None:
+            m4, ndim = mask4
+            resized = interpolate(m4.float(), self.size, 'nearest-exact', None, False)
+            resized = resized.to(m4.dtype)
             extra['mask'] = resized[:, 0] if ndim == 3 else resized
         return update_batch(batch, unbatched, out_image, gsd, fx, fy, extra=extra)
 
@@ -318,16 +344,19 @@ class GSDCenterCrop(nn.Module):
         validate: Check the GSD values (one host-device synchronisation on CUDA).
 
     Shapes:
-        ``image`` ``(B, C, H, W)`` -> ``(B, C, S_h, S_w)``; ``gsd`` ``(B,)``.
+        ``image`` ``(B, C, H, W)`` -> ``(B, C, S_h, S_w)``; ``gsd`` ``(B,)``;
+        ``mask`` ``(B, H, W)`` -> ``(B, S_h, S_w)``.
 
-    .. versionadded:: 0.1
+    Raises:
+        ValueError: If ``size`` is not positive (at construction).
+        TypeError: If ``validate`` is not a bool.
     """
 
     def __init__(self, size: int | tuple[int, int], validate: bool = True) -> None:
         """Initialize a new GSDCenterCrop."""
         super().__init__()
         self.size = to_size(size)
-        self.validate = bool(validate)
+        self.validate = check_flag(validate, 'validate')
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """Crop the centre ``size`` of ``image`` (and ``mask``).
@@ -339,10 +368,14 @@ class GSDCenterCrop(nn.Module):
             A new dict with ``image`` ``(B, C, S_h, S_w)``; ``gsd`` unchanged.
 
         Raises:
-            ValueError: If the image is smaller than ``size``.
+            ValueError: If the image is smaller than ``size``, is not a non-empty
+                floating-point ``(B, C, H, W)`` tensor, the GSD is missing or
+                invalid, or the mask does not match the image's size.
         """
-        image, unbatched = read_image(batch, type(self).__name__)
+        name = type(self).__name__
+        image, unbatched = read_image(batch, name)
         gsd = read_gsd(batch, self.validate)
+        mask4 = read_mask(batch, image, unbatched, name)
         height, width = image.shape[-2:]
         out_h, out_w = self.size
         if out_h > height or out_w > width:
@@ -356,11 +389,10 @@ class GSDCenterCrop(nn.Module):
         n = image.shape[0]
         ones = torch.ones(n, dtype=torch.float64, device=gsd.device)
         extra: dict[str, Tensor] = {}
-        mask = batch.get('mask')
-        if isinstance(mask, Tensor):
-            extra['mask'] = (mask.unsqueeze(0) if unbatched else mask)[
-                ..., top : top + out_h, left : left + out_w
-            ]
+        if mask4 is not None:
+            m4, ndim = mask4
+            cropped = m4[..., top : top + out_h, left : left + out_w]
+            extra['mask'] = cropped[:, 0] if ndim == 3 else cropped
         return update_batch(
             batch,
             unbatched,

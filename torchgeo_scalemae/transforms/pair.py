@@ -8,18 +8,22 @@
 from collections.abc import Mapping
 from typing import Any
 
-import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from .._sizes import to_size
 from ..gsd import BOUNDS_KEY, GSD_KEY, TRANSFORM_KEY
+from ._geometry import check_flag, interpolate
 from .geometric import GSDRandomResizedCrop
 
 __all__ = ('ScaleMAEPair',)
 
 
 class ScaleMAEPair(nn.Module):
-    """Make the Scale-MAE (input, target) pair with their GSDs (spec 5).
+    """Make the Scale-MAE (input, target) pair with their GSDs.
+
+    This is the reference's batch transform (``CustomCompose`` in
+    ``mae/lib/transforms.py``, called by ``TransformCollateFn`` in
+    ``mae/dataloaders/utils.py``), with GSDs in metres per pixel.
 
     1. A :class:`~torchgeo_scalemae.transforms.GSDRandomResizedCrop` to ``2S``
        (per-sample boxes, ``scale``, ``ratio``, bicubic) gives the **target**
@@ -30,8 +34,8 @@ class ScaleMAEPair(nn.Module):
 
     **Resize.** The default follows the reference (kornia ``Resize``: bilinear,
     ``align_corners=True``, **no antialiasing**), for parity with the released
-    model; the input is then an aliased 2x downsample of the target (spec 9, item
-    12). ``antialias=True`` (and usually ``align_corners=False``) gives a
+    model; the input is then an aliased 2x downsample of the target.
+    ``antialias=True`` (and usually ``align_corners=False``) gives a
     low-passed input instead, which changes the input distribution relative to the
     released weights. The GSD relation ``input = 2 x target`` is the reference's
     and the decoder's: exact for ``align_corners=False``; with
@@ -63,7 +67,10 @@ class ScaleMAEPair(nn.Module):
         ``image`` ``(B, C, H, W)`` -> ``image`` ``(B, C, S, S)``, ``target``
         ``(B, C, 2S, 2S)``; ``gsd`` and ``target_gsd`` ``(B,)`` metres per pixel.
 
-    .. versionadded:: 0.1
+    Raises:
+        TypeError: If ``input_size`` is not an int or a flag is not a bool.
+        ValueError: If ``input_size`` is not positive, a key name is taken, or a
+            crop argument is invalid (see :class:`GSDRandomResizedCrop`).
     """
 
     def __init__(
@@ -89,7 +96,7 @@ class ScaleMAEPair(nn.Module):
             ('target_key', target_key),
             ('target_gsd_key', target_gsd_key),
         ):
-            if not isinstance(key, str) or key in ('image', GSD_KEY, 'mask'):
+            if not isinstance(key, str) or not key or key in ('image', GSD_KEY, 'mask'):
                 raise ValueError(f'{name} must be a new key name, got {key!r}')
         if target_key == target_gsd_key:
             raise ValueError(
@@ -97,8 +104,8 @@ class ScaleMAEPair(nn.Module):
             )
         self.target_key = target_key
         self.target_gsd_key = target_gsd_key
-        self.antialias = bool(antialias)
-        self.align_corners = bool(align_corners)
+        self.antialias = check_flag(antialias, 'antialias')
+        self.align_corners = check_flag(align_corners, 'align_corners')
         self.crop = GSDRandomResizedCrop(
             self.target_size,
             scale=scale,
@@ -124,25 +131,19 @@ class ScaleMAEPair(nn.Module):
         unbatched = target.ndim == 3
         t4 = target.unsqueeze(0) if unbatched else target
         size = (self.input_size, self.input_size)
-        image = F.interpolate(
-            t4,
-            size=size,
-            mode='bilinear',
-            align_corners=self.align_corners,
-            antialias=self.antialias,
-        )
+        image = interpolate(t4, size, 'bilinear', self.align_corners, self.antialias)
         out['image'] = image[0] if unbatched else image
         out[GSD_KEY] = target_gsd * 2
         out[self.target_key] = target
         out[self.target_gsd_key] = target_gsd
         bounds = out.get(BOUNDS_KEY)
-        if bounds is not None and bounds.shape[-1] == 9:
+        if isinstance(bounds, Tensor) and bounds.shape[-1] == 9:
             bounds = bounds.clone()
             bounds[..., 2] *= 2
             bounds[..., 5] *= 2
             out[BOUNDS_KEY] = bounds
             transform = out.get(TRANSFORM_KEY)
-            if transform is not None and transform.shape[-1] == 9:
+            if isinstance(transform, Tensor) and transform.shape[-1] == 9:
                 transform = transform.clone()
                 transform[..., 0] *= 2
                 transform[..., 4] *= 2
