@@ -1,5 +1,9 @@
-import subprocess
+# Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
+
+"""Functional tests of the glibc switch; page-fault counts: benchmarks/cpu_memory.py."""
+
 import sys
+from typing import Any
 
 import pytest
 
@@ -13,73 +17,71 @@ def test_rejects_bad_block_size(value: object) -> None:
         retain_freed_cpu_memory(value)  # type: ignore[arg-type]
 
 
-#: Runs twelve "training steps" in a fresh process, each allocating, touching and
-#: freeing four large tensors (36 to 48 MiB, above glibc's largest adaptive mmap
-#: threshold, so by default each is mmap-ed and unmapped: 42,000 page faults of 4 KiB
-#: pages per step) with small allocations in between, and prints each step's page
-#: faults. With ``block_brk`` a page is mapped just above the heap first, so that
-#: glibc must extend the heap with separate regions instead of growing it in place.
-_STEPS_SCRIPT = """
-import ctypes, resource, sys
-import torch
-from torchgeo_scalemae.cpu_memory import retain_freed_cpu_memory
+class _FakeMallopt:
+    def __init__(self, result: int = 1) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.result = result
+        self.argtypes: Any = None
+        self.restype: Any = None
 
-allocator, heap = sys.argv[1:]
-if heap == 'block_brk':
-    libc = ctypes.CDLL('libc.so.6')
-    libc.sbrk.restype = ctypes.c_void_p
-    libc.sbrk.argtypes = (ctypes.c_long,)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = (
-        ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-        ctypes.c_long,
-    )
-    above = libc.sbrk(0) + (1 << 20)
-    # PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE
-    assert libc.mmap(above, 4096, 3, 0x22 | 0x100000, -1, 0) == above
-if allocator == 'retain':
+    def __call__(self, param: int, value: int) -> int:
+        self.calls.append((param, value))
+        return self.result
+
+
+class _FakeLibc:
+    def __init__(self, result: int = 1) -> None:
+        self.mallopt = _FakeMallopt(result)
+
+
+@pytest.fixture
+def fake_glibc(monkeypatch: pytest.MonkeyPatch) -> _FakeLibc:
+    libc = _FakeLibc()
+    monkeypatch.setattr(cpu_memory, '_glibc', lambda: libc)
+    monkeypatch.setattr(cpu_memory, '_applied', None)
+    return libc
+
+
+def test_switches_mallopt_on_once(fake_glibc: _FakeLibc) -> None:
     assert retain_freed_cpu_memory()
-    assert retain_freed_cpu_memory()  # idempotent
-faults = []
-for _ in range(12):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    held = []
-    for mib in (40, 48, 36, 40):
-        t = torch.empty(mib * 2**20 // 4)
-        t.fill_(1.0)  # touch every page
-        held += [t, torch.ones(100)]
-    del held, t
-    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(*faults)
-"""
+    # M_MMAP_THRESHOLD to the block size, then M_TRIM_THRESHOLD = -1 (never trim)
+    assert fake_glibc.mallopt.calls == [(-3, 2**31 - 1), (-1, -1)]
+    assert retain_freed_cpu_memory()  # idempotent: nothing is called again
+    assert len(fake_glibc.mallopt.calls) == 2
+    # another block size is applied
+    assert retain_freed_cpu_memory(64 * 2**20)
+    assert fake_glibc.mallopt.calls[2:] == [(-3, 64 * 2**20), (-1, -1)]
 
 
-def _step_faults(allocator: str, heap: str) -> list[int]:
-    # a fresh process: the test process's heap layout depends on earlier tests
-    result = subprocess.run(
-        [sys.executable, '-c', _STEPS_SCRIPT, allocator, heap],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    faults = [int(f) for f in result.stdout.split()]
-    assert len(faults) == 12, result.stdout
-    return faults
+def test_a_refused_setting_is_reported_and_retried(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    libc = _FakeLibc(result=0)  # mallopt returns 0 on error
+    monkeypatch.setattr(cpu_memory, '_glibc', lambda: libc)
+    monkeypatch.setattr(cpu_memory, '_applied', None)
+    assert not retain_freed_cpu_memory()
+    assert not retain_freed_cpu_memory()
+    assert len(libc.mallopt.calls) == 4  # not remembered as applied
 
 
-@pytest.mark.skipif(
-    not sys.platform.startswith('linux') or cpu_memory._glibc() is None,
-    reason='glibc only: elsewhere the function changes nothing and returns False',
-)
-@pytest.mark.parametrize('heap', ['grows_in_place', 'block_brk'])
-def test_freed_blocks_are_reused_without_page_faults(heap: str) -> None:
-    # glibc's defaults: every step faults its large blocks in afresh
-    default = _step_faults('default', heap)
-    assert min(default[1:]) > 40_000, default
-    # retained: the heap grows over the first steps (and now and then later, when
-    # glibc's memalign slack leaves a freed block a little too small), then most
-    # steps reuse freed memory
-    retained = _step_faults('retain', heap)
-    later = sorted(retained[4:])
-    assert later[len(later) // 2] < 1000, retained
+def test_elsewhere_nothing_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu_memory, '_glibc', lambda: None)
+    monkeypatch.setattr(cpu_memory, '_applied', None)
+    assert retain_freed_cpu_memory() is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc on Linux')
+def test_finds_glibc_on_linux() -> None:
+    libc = cpu_memory._glibc()
+    if libc is None:
+        pytest.skip('this Linux C library is not glibc (e.g. musl)')
+    assert hasattr(libc, 'mallopt')
+
+
+def test_the_pretraining_task_does_not_retain_by_default() -> None:
+    import inspect
+
+    from torchgeo_scalemae.tasks import ScaleMAEPretraining
+
+    default = inspect.signature(ScaleMAEPretraining).parameters['retain_cpu_memory']
+    assert default.default is False

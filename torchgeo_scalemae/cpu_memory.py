@@ -8,12 +8,17 @@ glibc's defaults, blocks above an adaptive threshold (at most 32 MiB) are
 heap is trimmed as soon as 128 KiB are free. A Scale-MAE training step allocates
 and frees full-resolution maps of hundreds of megabytes (a 224 x 224 x 256 float32
 map is 49 MiB per image), so every step faults in, and has the kernel zero,
-gigabytes of fresh pages: measured on a 2-core Xeon, about 830,000 page faults and
-1.5 to 2 s of a 5.5 s ViT-B step. :func:`retain_freed_cpu_memory` sets glibc's
-``M_MMAP_THRESHOLD`` to its maximum and disables trimming (``M_TRIM_THRESHOLD =
--1``), so freed blocks are reused by the next step, as a caching allocator (CUDA's,
-jemalloc, tcmalloc) would do. The process's resident memory then stays at its peak
-instead of shrinking between steps.
+gigabytes of fresh pages (the performance guide gives the measured cost;
+``benchmarks/cpu_memory.py`` counts the page faults). :func:`retain_freed_cpu_memory`
+sets glibc's ``M_MMAP_THRESHOLD`` to its maximum and disables trimming
+(``M_TRIM_THRESHOLD = -1``), so freed blocks are reused by the next step, as a
+caching allocator (CUDA's, jemalloc, tcmalloc) would do. The process's resident
+memory then stays at its peak instead of shrinking between steps.
+
+The change is process-wide and lasts until the process ends, so nothing in this
+package makes it unless asked: :class:`~torchgeo_scalemae.tasks.ScaleMAEPretraining`
+calls it only with ``retain_cpu_memory=True`` (off by default; the CPU recipes in
+``configs/pretrain`` turn it on).
 
 .. versionadded:: 0.1
 """
@@ -52,7 +57,7 @@ def retain_freed_cpu_memory(max_block_bytes: int = _INT_MAX) -> bool:
     never values. Blocks larger than ``max_block_bytes`` are still ``mmap``-ed.
     Call it before the first large allocation of a CPU training run;
     :class:`~torchgeo_scalemae.tasks.ScaleMAEPretraining` does so when it fits on
-    the CPU (``retain_cpu_memory=True``, the default).
+    the CPU with ``retain_cpu_memory=True`` (opt-in).
 
     Args:
         max_block_bytes: Largest allocation, in bytes, to serve from the heap

@@ -16,7 +16,7 @@ def brute_force(
     temperature: float,
     vote: str,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Reference kNN in float64 NumPy, one query at a time (spec 7.1)."""
+    """Reference kNN in float64 NumPy, one query at a time (as ``mae/eval/knn.py``)."""
     q = query / np.linalg.norm(query, axis=1, keepdims=True)
     b = bank / np.linalg.norm(bank, axis=1, keepdims=True)
     k = min(k, len(b))

@@ -168,3 +168,63 @@ def test_training_crop_reference_res() -> None:
     assert size == 64
     # base_res x crop px / output px, crop px in [128 sqrt(0.5), 128]
     assert bool(((res >= 2.5 * 128 * 0.5**0.5 / 64 - 1e-3) & (res <= 5.0 + 1e-3)).all())
+
+
+def test_multiscale_report_records_weights_checkpoint_and_chance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import csv
+    import warnings
+
+    from torchgeo_scalemae.evaluation import report
+
+    chances: list[float | None] = []
+    real = report.plot_accuracy_vs_gsd
+
+    def spy(*args: Any, chance: float | None = None, **kwargs: Any) -> Any:
+        chances.append(chance)
+        return real(*args, chance=chance, **kwargs)
+
+    monkeypatch.setattr(report, 'plot_accuracy_vs_gsd', spy)
+    make_ucmerced(tmp_path / 'data', per_split=2)
+    datamodule = UCMercedDataModule(root=str(tmp_path / 'data'), batch_size=4)
+    task = make_task(eval_scales=[1.0, 64])
+    trainer = Trainer(
+        accelerator='cpu',
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        max_steps=1,
+        limit_val_batches=1,
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(task, datamodule=datamodule)
+    ckpt = tmp_path / 'fine_tuned.ckpt'
+    trainer.save_checkpoint(ckpt)
+    # weights=None and no checkpoint: the encoder started from random weights
+    with pytest.warns(UserWarning, match='randomly initialised encoder'):
+        trainer.test(task, datamodule=datamodule)
+    csv_path = tmp_path / 'classification_test_results.csv'
+    plot_path = tmp_path / 'classification_test_accuracy_vs_gsd.png'
+    assert f'Results written to {csv_path} and {plot_path}' in capsys.readouterr().out
+    rows = list(csv.DictReader(csv_path.read_text().splitlines()))
+    assert [(r['weights'], r['checkpoint']) for r in rows] == [('random', '')] * 2
+    assert chances == [pytest.approx(1 / 3)]
+    # a test of a checkpoint of this task evaluates that checkpoint: recorded, and
+    # no warning about random weights
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', UserWarning)
+        trainer.test(task, datamodule=datamodule, ckpt_path=str(ckpt))
+    rows = list(csv.DictReader(csv_path.read_text().splitlines()))
+    assert {r['checkpoint'] for r in rows} == {str(ckpt)}
+    assert f'checkpoint={ckpt}' in capsys.readouterr().out
+
+
+def test_public_timm_layer_decay_import() -> None:
+    import timm.optim
+
+    from torchgeo_scalemae.tasks import classification
+
+    assert classification.param_groups_layer_decay is (
+        timm.optim.param_groups_layer_decay
+    )

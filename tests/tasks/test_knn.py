@@ -346,3 +346,95 @@ def test_per_sample_gsd_from_folder(tmp_path: Path) -> None:
     values = torch.cat([res for _, res in calls]).unique().tolist()
     # 32 px -> 16 px doubles each image's own GSD: res = 1 m or 4 m
     assert values == pytest.approx([1.0, 4.0])
+
+
+def test_report_records_weights_and_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import csv
+
+    with pytest.warns(UserWarning, match='randomly initialised encoder'):
+        fit_knn(tmp_path / 'random', scales=[1.0, 64])
+    out = capsys.readouterr().out
+    csv_path = tmp_path / 'random' / 'knn_test_results.csv'
+    plot_path = tmp_path / 'random' / 'knn_test_accuracy_vs_gsd.png'
+    assert f'Results written to {csv_path} and {plot_path}' in out
+    assert 'weights=random' in out
+    rows = list(csv.DictReader(csv_path.read_text().splitlines()))
+    assert [r['weights'] for r in rows] == ['random', 'random']
+    assert [r['model'] for r in rows] == [TINY, TINY]
+    assert plot_path.read_bytes()[:4] == b'\x89PNG'
+    # with weights: their path is recorded and nothing is said about random weights
+    encoder = build_encoder(TINY)
+    weights = tmp_path / 'encoder.pth'
+    torch.save(encoder.state_dict(), weights)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', UserWarning)
+        fit_knn(tmp_path / 'trained', scales=[64], weights=str(weights))
+    rows = list(
+        csv.DictReader(
+            (tmp_path / 'trained' / 'knn_test_results.csv').read_text().splitlines()
+        )
+    )
+    assert [r['weights'] for r in rows] == [str(weights)]
+
+
+def test_plot_draws_chance_for_the_classes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from torchgeo_scalemae.evaluation import report
+
+    chances: list[float | None] = []
+    real = report.plot_accuracy_vs_gsd
+
+    def spy(*args: Any, chance: float | None = None, **kwargs: Any) -> Any:
+        chances.append(chance)
+        return real(*args, chance=chance, **kwargs)
+
+    monkeypatch.setattr(report, 'plot_accuracy_vs_gsd', spy)
+    with pytest.warns(UserWarning, match='randomly initialised'):
+        fit_knn(tmp_path, scales=[64])  # 3 classes, inferred from the labels
+    assert chances == [pytest.approx(1 / 3)]
+
+
+def test_cli_ckpt_path_of_a_pretraining_checkpoint_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--ckpt_path`` makes LightningCLI rebuild the pretraining task: refuse."""
+    from PIL import Image
+
+    images = tmp_path / 'images'
+    images.mkdir()
+    for i in range(2):
+        Image.new('RGB', (64, 64), (40 * i, 80, 120)).save(images / f'{i}.png')
+    out = tmp_path / 'pretrain'
+    main(
+        [
+            'fit',
+            '--config',
+            str(CONFIGS.parent.parent / 'tests' / 'conf' / 'pretrain_tiny.yaml'),
+            f'--data.init_args.root={images}',
+            f'--trainer.logger.init_args.save_dir={out}',
+            f'--trainer.default_root_dir={out}',
+            '--trainer.max_steps=1',
+        ]
+    )
+    [ckpt] = out.rglob('last.ckpt')
+    with pytest.raises(RuntimeError, match=r'--model\.init_args\.weights') as info:
+        main(
+            [
+                'test',
+                '--config',
+                str(CONFIGS / 'knn_ucmerced.yaml'),
+                '--model.init_args.model',
+                TINY,
+                *data_args('ucmerced', tmp_path / 'data'),
+                *cpu_args(tmp_path),
+                '--ckpt_path',
+                str(ckpt),
+            ]
+        )
+    assert str(ckpt) in str(info.value)
+    assert 'Multi-scale kNN' not in capsys.readouterr().out

@@ -1,7 +1,5 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
-import io
-import math
 import os
 import re
 import subprocess
@@ -16,186 +14,21 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from torchgeo_scalemae.tasks import NonFiniteLossError, ScaleMAEPretraining
-from torchgeo_scalemae.tasks._checkpoint import AtomicCheckpointIO, atomic_torch_save
-from torchgeo_scalemae.tasks._optim import (
-    StepLambdaLR,
-    TimedWarmupCosine,
-    WarmupCosine,
-    is_token,
-    param_groups,
-    scaled_lr,
+from torchgeo_scalemae.callbacks import (
+    BandCollapseWarning,
+    NonFiniteLossGuard,
+    ReconstructionImages,
+    ReconstructionSummary,
+    RemoveEmptyLogDir,
 )
-
-# ----------------------------------------------------------------- optimiser helpers
-
-
-class _Toy(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, 4))
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, 4))
-        self.linear = nn.Linear(4, 4)
-        self.norm = nn.LayerNorm(4)
-        self.conv = nn.Conv2d(4, 4, 3)
-        self.frozen = nn.Parameter(torch.zeros(3, 3), requires_grad=False)
-
-
-def _names(groups: list[dict[str, object]], model: nn.Module) -> dict[str, set[str]]:
-    by_id = {id(p): n for n, p in model.named_parameters()}
-    return {
-        str(g['group_name']): {by_id[id(p)] for p in g['params']}  # type: ignore[attr-defined]
-        for g in groups
-    }
-
-
-def test_param_groups_no_decay_on_norms_biases_tokens() -> None:
-    model = _Toy()
-    groups = param_groups(model.named_parameters(), 0.05)
-    names = _names(groups, model)
-    assert names['decay'] == {'linear.weight', 'conv.weight'}
-    assert names['no_decay'] == {
-        'cls_token',
-        'mask_token',
-        'linear.bias',
-        'norm.weight',
-        'norm.bias',
-        'conv.bias',
-    }
-    wd = {g['group_name']: g['weight_decay'] for g in groups}
-    assert wd == {'decay': 0.05, 'no_decay': 0.0}
-
-
-def test_param_groups_reference_decays_tokens() -> None:
-    model = _Toy()
-    names = _names(param_groups(model.named_parameters(), 0.05, True), model)
-    assert {'cls_token', 'mask_token'} <= names['decay']
-    assert 'frozen' not in names['decay'] | names['no_decay']
-
-
-def test_param_groups_rejects_negative_decay() -> None:
-    with pytest.raises(ValueError, match='weight_decay'):
-        param_groups(_Toy().named_parameters(), -1.0)
-
-
-def test_is_token() -> None:
-    assert is_token('encoder.cls_token')
-    assert is_token('decoder.mask_token')
-    assert not is_token('encoder.blocks.0.attn.qkv.weight')
-
-
-def test_scaled_lr_spec6() -> None:
-    # blr 1.5e-4, batch 32 per GPU x 8 GPUs x accumulate 2 = 512 -> 3e-4
-    assert scaled_lr(1.5e-4, 32 * 8 * 2) == pytest.approx(3e-4)
-    with pytest.raises(ValueError, match='effective_batch_size'):
-        scaled_lr(1.5e-4, 0)
-    with pytest.raises(ValueError, match='base_lr'):
-        scaled_lr(float('nan'), 8)
-
-
-def test_warmup_cosine_matches_reference_formula() -> None:
-    warmup, total, min_ratio = 5, 20, 0.1
-    sched = WarmupCosine(warmup, total, min_ratio)
-    for t in range(total + 3):
-        if t < warmup:
-            expected = t / warmup
-        else:
-            progress = min(1.0, (t - warmup) / (total - warmup))
-            expected = min_ratio + (1 - min_ratio) * 0.5 * (
-                1 + math.cos(math.pi * progress)
-            )
-        assert sched(t) == pytest.approx(expected)
-    assert sched(warmup) == pytest.approx(1.0)
-    assert sched(total) == pytest.approx(min_ratio)
-
-
-def test_warmup_cosine_validates() -> None:
-    with pytest.raises(ValueError, match='total_steps'):
-        WarmupCosine(0, 0)
-    with pytest.raises(ValueError, match='min_lr_ratio'):
-        WarmupCosine(0, 10, 2.0)
-    # warmup longer than the run is clipped to it
-    assert WarmupCosine(50, 10)(9) == pytest.approx(0.9)
-
-
-# ----------------------------------------------------------------- atomic checkpoints
-
-
-def test_timed_warmup_cosine_follows_the_time_budget() -> None:
-    spent = [0.0]
-    schedule = TimedWarmupCosine(10, lambda: spent[0])
-    assert schedule(0) == 0.0
-    assert schedule(5) == pytest.approx(0.5)  # warmup in steps
-    assert schedule(50) == pytest.approx(1.0)
-    spent[0] = 0.5
-    assert schedule(50) == pytest.approx(0.5)
-    spent[0] = 1.0
-    assert schedule(10_000) == pytest.approx(0.0)
-    spent[0] = 7.0  # a timer past its budget is clipped
-    assert schedule(10_000) == pytest.approx(0.0)
-    # with a step bound too, the further of both ends the cosine
-    bounded = TimedWarmupCosine(0, lambda: 0.0, total_steps=100, min_lr_ratio=0.1)
-    assert bounded(100) == pytest.approx(0.1)
-
-
-def test_scheduler_state_dict_holds_no_schedule_object() -> None:
-    param = nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([param], lr=1.0)
-    scheduler = StepLambdaLR(optimizer, TimedWarmupCosine(2, lambda: 0.0))
-    state = scheduler.state_dict()
-    assert state['lr_lambdas'] == [None]
-    torch.save(state, io.BytesIO())  # picklable: no timer inside
-
-
-def test_fit_to_max_time_ends_the_cosine(tmp_path: Path) -> None:
-    records = _RecordLR()
-    trainer = _trainer(
-        tmp_path,
-        max_time={'seconds': 4},
-        max_steps=-1,
-        max_epochs=-1,
-        callbacks=[records],
-        enable_checkpointing=False,
-    )
-    task = _task(warmup_steps=2)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')
-        trainer.fit(task, DataLoader(_Images(8), batch_size=4))
-    assert trainer.global_step >= 3
-    lrs = [records.lrs[step] for step in sorted(records.lrs)]
-    assert max(lrs) <= 1e-3 + 1e-12
-    # the learning rate falls with the time spent, towards 0 at the budget
-    assert lrs[-1] < 0.5 * max(lrs)
-
-
-def test_atomic_save_keeps_old_file_when_interrupted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = tmp_path / 'last.ckpt'
-    atomic_torch_save({'step': 1}, path)
-    real_save = torch.save
-
-    def broken_save(obj: object, f: object, *args: object, **kwargs: object) -> None:
-        real_save(obj, f)  # some bytes are written ...
-        raise KeyboardInterrupt  # ... then the process is interrupted
-
-    monkeypatch.setattr(torch, 'save', broken_save)
-    with pytest.raises(KeyboardInterrupt):
-        AtomicCheckpointIO().save_checkpoint({'step': 2}, path)
-    monkeypatch.undo()
-    assert torch.load(path, weights_only=True) == {'step': 1}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['last.ckpt']
-    AtomicCheckpointIO().save_checkpoint({'step': 3}, path)
-    assert torch.load(path, weights_only=True) == {'step': 3}
-
-
-def test_atomic_io_rejects_storage_options(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match='storage_options'):
-        AtomicCheckpointIO().save_checkpoint({}, tmp_path / 'x.ckpt', {'a': 1})
-
+from torchgeo_scalemae.callbacks.images import GRID_COLUMNS
+from torchgeo_scalemae.tasks import (
+    AtomicCheckpointIO,
+    NonFiniteLossError,
+    ScaleMAEPretraining,
+)
 
 # ----------------------------------------------------------------- the task
 
@@ -247,6 +80,27 @@ def _trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
     return L.Trainer(**args)
 
 
+def test_fit_to_max_time_ends_the_cosine(tmp_path: Path) -> None:
+    records = _RecordLR()
+    trainer = _trainer(
+        tmp_path,
+        max_time={'seconds': 4},
+        max_steps=-1,
+        max_epochs=-1,
+        callbacks=[records],
+        enable_checkpointing=False,
+    )
+    task = _task(warmup_steps=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        trainer.fit(task, DataLoader(_Images(8), batch_size=4))
+    assert trainer.global_step >= 3
+    lrs = [records.lrs[step] for step in sorted(records.lrs)]
+    assert max(lrs) <= 1e-3 + 1e-12
+    # the learning rate falls with the time spent, towards 0 at the budget
+    assert lrs[-1] < 0.5 * max(lrs)
+
+
 @pytest.mark.parametrize(
     ('kwargs', 'match'),
     [
@@ -255,7 +109,7 @@ def _trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
         ({'crop_scale': (0.5, 0.2)}, 'crop_scale'),
         ({'reference_gsd': 0.0}, 'reference_gsd'),
         ({'default_gsd': -1.0}, 'default_gsd'),
-        ({'input_size': 40}, 'input_size=40'),
+        ({'input_size': 40}, r'(input_size=|img_size )40'),
         ({'nan_check_interval': -1}, 'nan_check_interval'),
         ({'fused_adamw': 'yes'}, 'fused_adamw'),
     ],
@@ -279,15 +133,95 @@ def test_hparams_and_param_groups() -> None:
         _task(collapse_patience=-1)
 
 
-def test_collapse_warning_and_summary_are_installed_once() -> None:
-    from torchgeo_scalemae.callbacks import BandCollapseWarning, ReconstructionSummary
+def test_default_callbacks_follow_the_hparams() -> None:
+    task = _task(image_log_interval=7, nan_check_interval=3, collapse_patience=2)
+    installed = {type(c): c for c in task.configure_callbacks()}
+    assert set(installed) == {
+        BandCollapseWarning,
+        NonFiniteLossGuard,
+        ReconstructionImages,
+        ReconstructionSummary,
+        RemoveEmptyLogDir,
+    }
+    assert installed[ReconstructionImages].every_n_steps == 7  # type: ignore[attr-defined]
+    assert installed[NonFiniteLossGuard].check_every_n_steps == 3  # type: ignore[attr-defined]
+    assert installed[BandCollapseWarning].patience == 2  # type: ignore[attr-defined]
+    # 0 disables the image grid and the collapse warning, never the NaN guard
+    kinds = {
+        type(c)
+        for c in _task(image_log_interval=0, collapse_patience=0).configure_callbacks()
+    }
+    assert kinds == {NonFiniteLossGuard, ReconstructionSummary, RemoveEmptyLogDir}
 
+
+def test_a_configured_callback_replaces_the_default(tmp_path: Path) -> None:
+    own = ReconstructionImages(every_n_steps=1, max_samples=1)
+    trainer = _trainer(tmp_path, max_steps=1, callbacks=[own])
+    task = _task(image_log_interval=50)
+    trainer.fit(task, DataLoader(_Images(4), batch_size=2))
+    images = [c for c in trainer.callbacks if isinstance(c, ReconstructionImages)]
+    assert images == [own]
+    guards = [c for c in trainer.callbacks if isinstance(c, NonFiniteLossGuard)]
+    assert len(guards) == 1
+
+
+def test_logged_metrics_are_the_documented_ones(tmp_path: Path) -> None:
+    """The class docstring lists exactly the metrics the task logs."""
+    trainer = _trainer(
+        tmp_path,
+        max_steps=1,
+        log_every_n_steps=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+    )
     task = _task()
-    kinds = {type(c) for c in task.configure_callbacks()}
-    assert kinds == {BandCollapseWarning, ReconstructionSummary}
-    assert [type(c) for c in _task(collapse_patience=0).configure_callbacks()] == [
-        ReconstructionSummary
-    ]
+    # one batch per epoch: the step ends the epoch, so validation runs too
+    trainer.fit(
+        task, DataLoader(_Images(2), batch_size=2), DataLoader(_Images(2), batch_size=2)
+    )
+    logged = set()
+    for name in trainer.logged_metrics:
+        for suffix in ('_step', '_epoch'):
+            name = name.removesuffix(suffix)
+        stage, _, rest = name.partition('_')
+        logged.add(f'<stage>_{rest}' if stage in ('train', 'val') else name)
+    doc = ScaleMAEPretraining.__doc__ or ''
+    documented = set(re.findall(r'``(<stage>_\w+|lr)``', doc))
+    assert logged == documented
+    assert 'val_loss' in trainer.logged_metrics
+
+
+def test_test_stage_is_refused_with_the_weights_option(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path)
+    with pytest.raises(RuntimeError, match=r'--model\.init_args\.weights PATH'):
+        trainer.test(_task(), DataLoader(_Images(2), batch_size=2))
+
+
+def test_failed_run_leaves_no_empty_log_folder(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    class Broken(L.LightningDataModule):
+        def setup(self, stage: str) -> None:
+            raise RuntimeError('no data here')
+
+    logger = CSVLogger(str(tmp_path), name='logs')
+    trainer = _trainer(tmp_path, max_steps=1, logger=logger)
+    with pytest.raises(RuntimeError, match='no data here'):
+        trainer.fit(_task(), datamodule=Broken())
+    assert not (tmp_path / 'logs' / 'version_0').exists()
+    # the next run is version_0, not version_1
+    logger = CSVLogger(str(tmp_path), name='logs')
+    assert logger.version == 0
+
+
+@pytest.mark.parametrize('atomic', [True, False])
+def test_setup_installs_atomic_checkpoint_io(atomic: bool, tmp_path: Path) -> None:
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    trainer = _trainer(tmp_path, max_steps=1, enable_checkpointing=False)
+    trainer.fit(_task(atomic_checkpoints=atomic), DataLoader(_Images(2), batch_size=2))
+    expected = AtomicCheckpointIO if atomic else TorchCheckpointIO
+    assert type(trainer.strategy.checkpoint_io) is expected
 
 
 def test_moving_the_task_keeps_crop_sampling_on_the_cpu() -> None:
@@ -395,7 +329,7 @@ def test_fit_logs_metrics_image_and_gsd(tmp_path: Path) -> None:
         width, height = im.size
     # 7 titled columns (input, masked, low, high, both, with visible, target) of
     # 64 px + padding, under a 14-px title row
-    assert len(ScaleMAEPretraining.GRID_COLUMNS) == 7
+    assert len(GRID_COLUMNS) == 7
     assert width == 7 * 64 + 8 * 2
     assert height == 14 + 4 * 64 + 5 * 2
     # the trivial predictors' PSNR is logged beside the model's
@@ -875,24 +809,34 @@ def test_weights_enum_members_and_names(monkeypatch: pytest.MonkeyPatch) -> None
         _task(weights='ScaleMAEPretrainLarge16_Weights.FMOW_RGB_800EP', in_channels=4)
 
 
-@pytest.mark.parametrize('retain', [True, False])
-def test_fit_on_cpu_retains_freed_memory(
-    retain: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize('retain', [True, False, None])
+def test_retain_cpu_memory_is_opt_in_and_reported_once(
+    retain: bool | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from torchgeo_scalemae.tasks import pretrain
 
     calls: list[int] = []
+    messages: list[str] = []
 
     def record() -> bool:
         calls.append(1)
         return True
 
     monkeypatch.setattr(pretrain, 'retain_freed_cpu_memory', record)
-    task = _task(retain_cpu_memory=retain)
-    trainer = _trainer(tmp_path, max_steps=1)
-    trainer.fit(task, DataLoader(_Images(4), batch_size=4))
+    monkeypatch.setattr(pretrain, 'rank_zero_info', messages.append)
+    monkeypatch.setattr(pretrain, '_RETAIN_REPORTED', False)
+    kwargs = {} if retain is None else {'retain_cpu_memory': retain}
+    task = _task(**kwargs)
+    assert task.hparams['retain_cpu_memory'] is bool(retain)  # default: off
+    for _ in range(2):  # two fits in one process
+        trainer = _trainer(tmp_path, max_steps=1)
+        trainer.fit(task, DataLoader(_Images(4), batch_size=4))
     assert trainer.global_step == 1
-    assert calls == ([1] if retain else [])
+    assert calls == ([1, 1] if retain else [])
+    notices = [m for m in messages if 'freed CPU memory is kept' in m]
+    assert len(notices) == (1 if retain else 0)
+    if retain:
+        assert 'whole process' in notices[0]
 
 
 @pytest.mark.parametrize(
@@ -910,67 +854,3 @@ def test_fused_adamw_on_cpu(
     steps = {float(s['step']) for s in optimizer.state.values()}
     assert steps == {2.0}
     assert len(optimizer.state) == sum(p.requires_grad for p in task.parameters())
-
-
-def test_fused_adamw_step_matches_default_adamw() -> None:
-    """The fused kernel computes the same update as torch's default AdamW."""
-    torch.manual_seed(0)
-    params = [torch.randn(7, 5), torch.randn(5)]
-    grads = [torch.randn_like(p) for p in params]
-    results = []
-    for fused in (True, None):
-        copies = [p.clone().requires_grad_() for p in params]
-        optimizer = torch.optim.AdamW(
-            copies, lr=1e-2, betas=(0.9, 0.95), weight_decay=0.05, fused=fused
-        )
-        for _ in range(3):
-            for p, g in zip(copies, grads, strict=True):
-                p.grad = g.clone()
-            optimizer.step()
-        results.append(copies)
-    for a, b in zip(*results, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-
-
-class _ScalerPlugin:
-    scaler = object()
-
-
-class _FakeTrainer:
-    def __init__(self, clip: float | None) -> None:
-        self.precision_plugin = _ScalerPlugin()
-        self.gradient_clip_val = clip
-
-
-@pytest.mark.parametrize('clip', [None, 0.0, 1.0])
-def test_fused_adamw_and_clipping_under_a_gradient_scaler(
-    clip: float | None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    groups = [{'params': [nn.Parameter(torch.zeros(2))]}]
-    monkeypatch.setattr(
-        ScaleMAEPretraining, 'trainer', _FakeTrainer(clip), raising=False
-    )
-    automatic = _task()
-    assert automatic._use_fused_adamw(groups) is (not clip)
-    explicit = _task(fused_adamw=True)
-    if clip:
-        with pytest.raises(ValueError, match=r'gradient_clip_val=1\.0'):
-            explicit._use_fused_adamw(groups)
-    else:
-        assert explicit._use_fused_adamw(groups) is True
-    assert _task(fused_adamw=False)._use_fused_adamw(groups) is False
-
-
-def test_fused_adamw_rejects_unsupported_parameters(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from torchgeo_scalemae.tasks import _optim
-
-    monkeypatch.setattr(_optim, 'fused_kernel_devices', lambda: ('cuda',))
-    groups = [{'params': [nn.Parameter(torch.zeros(3, 2))]}]
-    monkeypatch.setattr(
-        ScaleMAEPretraining, 'trainer', _FakeTrainer(None), raising=False
-    )
-    assert _task()._use_fused_adamw(groups) is False
-    with pytest.raises(ValueError, match=r'shape \(3, 2\) is torch.float32 on cpu'):
-        _task(fused_adamw=True)._use_fused_adamw(groups)

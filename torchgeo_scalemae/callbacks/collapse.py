@@ -48,8 +48,6 @@ class BandCollapseWarning(Callback):
 
     Raises:
         ValueError: If an argument is out of range.
-
-    .. versionadded:: 0.2
     """
 
     def __init__(

@@ -92,8 +92,6 @@ class MultiScaleKNNMonitor(Callback):
     Raises:
         ValueError: For out-of-range arguments, a folder without labelled images, or
             fewer than two classes.
-
-    .. versionadded:: 0.2
     """
 
     def __init__(

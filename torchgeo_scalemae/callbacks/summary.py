@@ -34,8 +34,6 @@ class ReconstructionSummary(Callback):
 
     Raises:
         ValueError: If *margin* is negative or not a number.
-
-    .. versionadded:: 0.2
     """
 
     def __init__(self, margin: float = 0.05) -> None:

@@ -2,12 +2,12 @@
 
 """Exact, batched, memory-bounded k-nearest-neighbour classification.
 
-The algorithm of the Scale-MAE kNN evaluation (spec 7.1, the InstDisc/DINO protocol):
+The algorithm of the Scale-MAE kNN evaluation (reference ``mae/eval/knn.py``, the InstDisc/DINO protocol):
 L2-normalised features, cosine similarity, the ``k`` most similar bank entries vote for
 their class, each vote weighted by ``exp(similarity / temperature)`` (or with weight 1 for a
 plain majority vote), and the class with the largest vote wins.
 
-Differences from the reference implementation (``mae/eval/knn.py``, spec 9 item 8):
+Differences from the reference implementation (``mae/eval/knn.py``):
 
 * the bank holds exactly one column per bank sample (no zero-filled padding columns
   labelled 0 for a partial last batch);
@@ -27,7 +27,7 @@ from torch import Tensor
 
 __all__ = ('KNNVote', 'knn_accuracy', 'knn_predict', 'knn_scores', 'knn_topk')
 
-#: How neighbours vote: ``'weighted'`` (``exp(sim / T)``, spec 7.1) or ``'majority'``.
+#: How neighbours vote: ``'weighted'`` (``exp(sim / T)``, as the reference) or ``'majority'``.
 KNNVote = Literal['weighted', 'majority']
 
 
@@ -113,8 +113,6 @@ def knn_topk(
     Raises:
         ValueError: If shapes are inconsistent, *k* or a chunk size is below 1, or
             the bank is empty.
-
-    .. versionadded:: 0.1
     """
     if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != bank.shape[1]:
         raise ValueError(
@@ -176,7 +174,7 @@ def knn_scores(
     """Class vote shares of each query from its ``k`` nearest bank entries.
 
     With ``vote='weighted'`` neighbour ``j`` of a query votes for its class with weight
-    ``exp(s_j / temperature)`` (``s_j`` its cosine similarity, spec 7.1); with
+    ``exp(s_j / temperature)`` (``s_j`` its cosine similarity, as the reference); with
     ``vote='majority'`` every neighbour votes with weight 1. The votes of each query are
     divided by their sum, so each row sums to 1 (the ranking of classes, and hence the
     prediction, is the same as with the unnormalised sums of the reference; the
@@ -203,8 +201,6 @@ def knn_scores(
     Raises:
         ValueError: On inconsistent shapes, labels outside ``[0, num_classes)``, a
             non-positive *temperature* or *num_classes*, or an unknown *vote*.
-
-    .. versionadded:: 0.1
     """
     _check_features(query, bank, bank_labels)
     if num_classes < 1:
@@ -270,8 +266,6 @@ def knn_predict(
 
     Returns:
         Predicted classes, int64, shape (Q,).
-
-    .. versionadded:: 0.1
     """
     scores = knn_scores(
         query,
@@ -322,8 +316,6 @@ def knn_accuracy(
 
     Raises:
         ValueError: If there are no queries or *query_labels* has the wrong shape.
-
-    .. versionadded:: 0.1
     """
     if query.ndim != 2 or query.shape[0] == 0:
         raise ValueError(f'query must have shape (Q, D), Q >= 1, got {query.shape}')

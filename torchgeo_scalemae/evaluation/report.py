@@ -8,8 +8,13 @@
 import csv
 import math
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = (
     'ScaleResult',
@@ -17,6 +22,8 @@ __all__ = (
     'format_table',
     'metric_name',
     'plot_accuracy_vs_gsd',
+    'report_scale_results',
+    'weights_label',
     'write_csv',
 )
 
@@ -35,8 +42,6 @@ class ScaleResult:
         accuracy: Top-1 accuracy in [0, 1].
         num_queries: Number of evaluated samples.
         num_bank: Number of bank samples (kNN; 0 for classification).
-
-    .. versionadded:: 0.1
     """
 
     scale: float
@@ -64,8 +69,6 @@ def format_gsd(gsd: float) -> str:
 
     Returns:
         e.g. ``'0.61'``, ``'12.5'``, ``'1000'``, or ``'nan'``.
-
-    .. versionadded:: 0.1
     """
     if not math.isfinite(gsd):
         return 'nan'
@@ -83,8 +86,6 @@ def metric_name(prefix: str, result: ScaleResult) -> str:
 
     Returns:
         e.g. ``'test_knn_acc_112px_gsd0.61m'`` (no GSD part when it is unknown).
-
-    .. versionadded:: 0.1
     """
     name = f'{prefix}_{result.size}'
     if math.isfinite(result.gsd):
@@ -101,8 +102,6 @@ def format_table(results: Sequence[ScaleResult], title: str = '') -> str:
 
     Returns:
         The table as a string (no trailing newline).
-
-    .. versionadded:: 0.1
     """
     header = (
         f'{"scale":>8} {"size":>10} {"GSD (m)":>9} {"res":>8} {"top-1":>7} {"n":>7}'
@@ -117,40 +116,64 @@ def format_table(results: Sequence[ScaleResult], title: str = '') -> str:
     return '\n'.join(lines)
 
 
-def write_csv(results: Sequence[ScaleResult], path: str | os.PathLike[str]) -> None:
+def write_csv(
+    results: Sequence[ScaleResult],
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, object] | None = None,
+) -> None:
     """Write per-scale results to a CSV file (one row per scale).
+
+    A plain CSV with one header row, readable by :mod:`csv` and pandas: the
+    :class:`ScaleResult` fields, then one column per *metadata* entry with the same
+    value on every row (e.g. ``model`` and ``weights``).
 
     Args:
         results: Per-scale results.
         path: Output file; parent folders are created.
+        metadata: Constant columns describing the run.
 
-    .. versionadded:: 0.1
+    Raises:
+        ValueError: If a metadata name is also a result field.
     """
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    extra = dict(metadata or {})
     fields = [*ScaleResult.__dataclass_fields__]
+    clash = sorted(set(extra) & set(fields))
+    if clash:
+        raise ValueError(f'metadata names {clash} are result fields')
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
+        writer = csv.DictWriter(f, fieldnames=[*fields, *extra])
         writer.writeheader()
         for r in results:
-            writer.writerow(asdict(r))
+            writer.writerow({**asdict(r), **extra})
 
 
 def plot_accuracy_vs_gsd(
     curves: dict[str, Sequence[ScaleResult]],
     path: str | os.PathLike[str],
     title: str = 'Accuracy vs GSD',
-) -> None:
+    chance: float | None = None,
+) -> 'Figure':
     """Save a plot of top-1 accuracy against GSD (or image size when GSD is unknown).
 
-    Uses matplotlib's non-interactive Agg canvas (no display needed).
+    Uses matplotlib's non-interactive Agg canvas (no display needed). The accuracy
+    axis starts at 0 %.
 
     Args:
         curves: One labelled curve per model or method.
         path: Output image (``.png``, ``.pdf``...); parent folders are created.
         title: Plot title.
+        chance: Accuracy of guessing, in ``[0, 1]`` (e.g. ``1 / num_classes``),
+            drawn as a dashed horizontal line; None draws none.
 
-    .. versionadded:: 0.1
+    Returns:
+        The matplotlib figure.
+
+    Raises:
+        ValueError: If *chance* is not in ``[0, 1]``.
     """
+    if chance is not None and not 0.0 <= chance <= 1.0:
+        raise ValueError(f'chance must be in [0, 1], got {chance!r}')
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -169,12 +192,102 @@ def plot_accuracy_vs_gsd(
     )
     ax.set_xticks(ticks, [format_gsd(float(t)) for t in ticks])
     ax.minorticks_off()
+    if chance is not None:
+        ax.axhline(
+            100 * chance,
+            linestyle='--',
+            color='grey',
+            linewidth=1,
+            label=f'chance ({100 * chance:.3g}%)',
+        )
+    ax.set_ylim(bottom=0)
     ax.set_xlabel('GSD (m / pixel)' if by_gsd else 'image size (pixels)')
     ax.set_ylabel('top-1 accuracy (%)')
     ax.set_title(title)
     ax.grid(True, which='both', alpha=0.3)
-    if len(curves) > 1:
+    if len(curves) > 1 or chance is not None:
         ax.legend()
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=120)
+    return fig
+
+
+def weights_label(weights: object) -> str:
+    """Name the weights of an evaluation run for its reports.
+
+    Args:
+        weights: The task's ``weights``: None or False (random initialisation),
+            True (timm's pretrained weights), a weight enum member, a name or a
+            path.
+
+    Returns:
+        ``'random'``, ``'timm pretrained'``, ``'EnumClass.MEMBER'`` or the text of
+        the name or path.
+    """
+    import enum
+
+    if weights is None or weights is False:
+        return 'random'
+    if weights is True:
+        return 'timm pretrained'
+    if isinstance(weights, enum.Enum):
+        return f'{type(weights).__name__}.{weights.name}'
+    return os.fspath(weights) if isinstance(weights, os.PathLike) else str(weights)
+
+
+def report_scale_results(
+    results: Sequence[ScaleResult],
+    title: str,
+    *,
+    folder: str | os.PathLike[str] | None,
+    stem: str,
+    metadata: Mapping[str, Any],
+    chance: float | None = None,
+    plot_title: str | None = None,
+    random_init: bool = False,
+) -> tuple[str, str] | None:
+    """Print the per-scale table, save the CSV and the plot, and say where they are.
+
+    Prints :func:`format_table`. With a *folder*, writes
+    ``<folder>/<stem>_results.csv`` (:func:`write_csv` with *metadata* as
+    columns, e.g. ``model`` and ``weights``) and
+    ``<folder>/<stem>_accuracy_vs_gsd.png`` (:func:`plot_accuracy_vs_gsd`, one
+    curve named ``metadata['model']``, the *chance* line) and prints both paths.
+    With *random_init*, warns that the results are those of a random
+    initialisation.
+
+    Args:
+        results: Per-scale results.
+        title: Table title.
+        folder: Output folder, or None to print only.
+        stem: File name stem, e.g. ``'knn_test'``.
+        metadata: Constant CSV columns.
+        chance: Accuracy of guessing (e.g. ``1 / num_classes``).
+        plot_title: Plot title (default: *title*).
+        random_init: The encoder's weights were a random initialisation.
+
+    Returns:
+        The CSV and plot paths, or None without a folder.
+    """
+    print(format_table(results, title), flush=True)
+    if random_init:
+        warnings.warn(
+            f'the {stem} results are for a randomly initialised encoder '
+            '(weights=None), not for pretrained weights: pass '
+            '--model.init_args.weights (a checkpoint path or a weight enum) to '
+            'evaluate a pretrained encoder',
+            UserWarning,
+            stacklevel=3,
+        )
+    if folder is None:
+        return None
+    csv_path = os.path.join(os.fspath(folder), f'{stem}_results.csv')
+    plot_path = os.path.join(os.fspath(folder), f'{stem}_accuracy_vs_gsd.png')
+    write_csv(results, csv_path, metadata)
+    label = str(metadata.get('model', 'model'))
+    plot_accuracy_vs_gsd(
+        {label: results}, plot_path, title=plot_title or title, chance=chance
+    )
+    print(f'Results written to {csv_path} and {plot_path}', flush=True)
+    return csv_path, plot_path

@@ -63,8 +63,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     :class:`~torchgeo_scalemae.tasks.ScaleMAEPretraining` when the trainer uses the
     default IO (hparam ``atomic_checkpoints``), or explicitly via
     ``trainer.plugins``.
-
-    .. versionadded:: 0.1
     """
 
     def save_checkpoint(

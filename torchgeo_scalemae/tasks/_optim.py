@@ -1,6 +1,6 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
-"""Optimiser helpers of the pretraining task: parameter groups and the LR schedule.
+"""Optimiser policy of the pretraining task: parameter groups, fused AdamW, LR schedule.
 
 Private module; the public surface is
 :class:`torchgeo_scalemae.tasks.ScaleMAEPretraining`.
@@ -46,8 +46,9 @@ def param_groups(
     Parameters with fewer than two dimensions (biases, norm weights and biases) are
     never decayed. Learned tokens (:func:`is_token`) are decayed only when
     ``decay_tokens`` is true (the released reference code decays them, because it
-    keys the split on ``ndim`` only; issue #5 and timm's ``no_weight_decay`` exclude
-    them). Frozen parameters (``requires_grad=False``) are left out.
+    keys the split on ``ndim`` only, reference ``main_pretrain.py``; timm's
+    ``no_weight_decay`` excludes them). Frozen parameters (``requires_grad=False``)
+    are left out.
 
     Args:
         named_parameters: ``(name, parameter)`` pairs, e.g. ``module.named_parameters()``.
@@ -115,10 +116,127 @@ def unfused_parameter(groups: Iterable[dict[str, Any]]) -> torch.Tensor | None:
     return None
 
 
+def use_fused_adamw(
+    requested: bool | None, groups: list[dict[str, Any]], trainer: Any
+) -> bool:
+    """Decide whether AdamW runs torch's fused kernel (``fused=True``).
+
+    The fused kernel computes the same update as torch's default implementation
+    (rounded differently) in one kernel per step. It needs every trainable
+    parameter to be a floating-point tensor on a device of
+    :func:`fused_kernel_devices`, and Lightning refuses gradient clipping with a
+    gradient scaler (``precision='16-mixed'``) for an optimiser that unscales its
+    gradients itself.
+
+    Args:
+        requested: The task's ``fused_adamw``: None (fused when possible), True
+            (fused, or an error) or False (torch's default implementation).
+        groups: The parameter groups.
+        trainer: The trainer (its precision plugin's ``scaler`` and
+            ``gradient_clip_val`` are read).
+
+    Returns:
+        Whether to pass ``fused=True``.
+
+    Raises:
+        ValueError: If ``requested`` is True where the kernel cannot be used.
+    """
+    scaled_clipping = getattr(
+        trainer.precision_plugin, 'scaler', None
+    ) is not None and bool(trainer.gradient_clip_val)
+    unfused = unfused_parameter(groups)
+    if requested is None:
+        return unfused is None and not scaled_clipping
+    if requested and unfused is not None:
+        raise ValueError(
+            'fused_adamw=True needs floating-point parameters on one of the '
+            f'devices {list(fused_kernel_devices())}, but a parameter of shape '
+            f'{tuple(unfused.shape)} is {unfused.dtype} on {unfused.device}; '
+            'set fused_adamw=False or None'
+        )
+    if requested and scaled_clipping:
+        raise ValueError(
+            'fused_adamw=True cannot be combined with gradient clipping '
+            f'(gradient_clip_val={trainer.gradient_clip_val!r}) under a '
+            "gradient scaler (precision='16-mixed'): the fused step unscales the "
+            'gradients itself; set fused_adamw=False or None, or use bf16-mixed'
+        )
+    return bool(requested)
+
+
+def infer_batch_size(trainer: Any) -> int:
+    """The per-process batch size of a run, for the learning-rate scaling.
+
+    Args:
+        trainer: The trainer; its datamodule's ``batch_size`` is read, else the
+            train dataloader's.
+
+    Returns:
+        The batch size.
+
+    Raises:
+        ValueError: If neither gives a positive int.
+    """
+    datamodule = getattr(trainer, 'datamodule', None)
+    size = getattr(datamodule, 'batch_size', None)
+    if size is None:
+        loader = getattr(trainer, 'train_dataloader', None)
+        size = getattr(loader, 'batch_size', None)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(
+            'cannot infer the batch size for lr = base_lr * effective_batch / 256 '
+            f'(found {size!r}); set the task hparam lr or batch_size'
+        )
+    return size
+
+
+class TimeFraction:
+    """Fraction of a Lightning :class:`~lightning.pytorch.callbacks.Timer` budget spent.
+
+    Reads the training time of the timer (restored on resumption), so a resumed run
+    continues its time-based schedule.
+
+    Args:
+        timer: The trainer's timer (``trainer.max_time``).
+    """
+
+    def __init__(self, timer: Any) -> None:
+        """Initialise with a timer; see the class docstring."""
+        self.timer = timer
+
+    def __call__(self) -> float:
+        """Return the fraction of the training time budget spent, in ``[0, 1]``."""
+        elapsed = float(self.timer.time_elapsed('train'))
+        remaining = self.timer.time_remaining('train')
+        if remaining is None:
+            return 0.0
+        total = elapsed + max(0.0, float(remaining))
+        return elapsed / total if total > 0 else 1.0
+
+
+def time_budget(trainer: Any) -> TimeFraction | None:
+    """The time-budget fraction of ``trainer.max_time``, or None without one.
+
+    Args:
+        trainer: The trainer.
+
+    Returns:
+        A :class:`TimeFraction` of its :class:`~lightning.pytorch.callbacks.Timer`,
+        or None when no timer bounds the run.
+    """
+    from lightning.pytorch.callbacks import Timer
+
+    for callback in getattr(trainer, 'callbacks', []):
+        if isinstance(callback, Timer) and callback.time_remaining('train') is not None:
+            return TimeFraction(callback)
+    return None
+
+
 def scaled_lr(base_lr: float, effective_batch_size: int) -> float:
     """Scale a base learning rate linearly with the effective batch size.
 
-    ``lr = base_lr * effective_batch_size / 256`` (MAE and Scale-MAE, spec 6).
+    ``lr = base_lr * effective_batch_size / 256`` (MAE and Scale-MAE, reference
+    ``main_pretrain.py``).
 
     Args:
         base_lr: Learning rate per 256 samples, ``> 0``.

@@ -5,14 +5,14 @@
 .. versionadded:: 0.1
 """
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
 import torch
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from timm.optim._param_groups import param_groups_layer_decay
+from timm.optim import param_groups_layer_decay  # type: ignore[attr-defined]  # no __all__
 from torch import Tensor, nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import ReduceLROnPlateau
@@ -20,22 +20,23 @@ from torchgeo.tasks import Classification
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.models._api import WeightsEnum
 
+from ..callbacks import RemoveEmptyLogDir
+from ..callbacks._defaults import not_configured
 from ..evaluation.backbone import Pool, build_encoder, load_encoder_weights
 from ..evaluation.report import (
     ScaleResult,
-    format_table,
     metric_name,
-    plot_accuracy_vs_gsd,
-    write_csv,
+    report_scale_results,
+    weights_label,
 )
 from ..evaluation.scales import (
     Interpolation,
+    MultiScaleEvaluation,
     ResMode,
-    check_scales,
-    resize_to_scale,
-    scale_res,
+    ScaleStats,
+    encoder_patch_size,
 )
-from ..gsd import GSD_KEY, gsd_from_batch
+from ..gsd import GSD_KEY
 from ..models import ScaleMAEEncoder
 from ..transforms import GSDRandomResizedCrop
 
@@ -54,8 +55,9 @@ class ScaleMAEClassification(Classification):
 
     * **Linear probing** (``freeze_backbone=True``): the encoder is frozen and the
       head is ``BatchNorm1d(affine=False, eps=1e-6)`` followed by a ``Linear`` layer
-      with truncated-normal (std 0.01) weights, as in the reference ``main_linprobe``
-      (spec 7.2). ``probe_batchnorm`` switches the BatchNorm on or off explicitly.
+      with truncated-normal (std 0.01) weights, as in the reference
+      ``main_linprobe.py``. ``probe_batchnorm`` switches the BatchNorm on or off
+      explicitly.
     * **Fine-tuning** (``freeze_backbone=False``): all parameters train; with
       ``layer_decay`` (e.g. 0.75) the learning rate of block ``i`` of ``L`` is scaled
       by ``layer_decay ** (L + 1 - i)`` (timm's ``param_groups_layer_decay``) and
@@ -63,15 +65,21 @@ class ScaleMAEClassification(Classification):
     * **Training crops** (``train_size``): a GSD-aware random resized crop of every
       training batch (the reference trains at 224 px with area scale (0.5, 1)).
     * **Multi-scale testing** (``eval_scales``): every test batch is also resized to
-      each scale (GSD updated, ``res`` recomputed) and the top-1 accuracy per scale is
-      logged as ``test_acc_<size>px_gsd<gsd>m``, printed as a table, and plotted to
-      ``classification_test_accuracy_vs_gsd.png`` in the log directory.
+      each scale (GSD updated, ``res`` recomputed,
+      :class:`~torchgeo_scalemae.evaluation.scales.MultiScaleEvaluation`) and the
+      top-1 accuracy per scale is logged as ``test_acc_<size>px_gsd<gsd>m``, printed
+      as a table, written to ``classification_test_results.csv`` (with ``model``,
+      ``weights`` and ``checkpoint`` columns) and plotted, with the chance line
+      ``1 / num_classes``, to ``classification_test_accuracy_vs_gsd.png`` in the log
+      directory; both paths are printed.
 
     Weights follow :func:`~torchgeo_scalemae.evaluation.backbone.load_encoder_weights`
     (weight enums, ``'Class.MEMBER'`` strings, encoder state dicts, Lightning
     checkpoints of the pretraining task); the classifier head always starts fresh.
-
-    .. versionadded:: 0.1
+    ``torchgeo test --ckpt_path`` takes a checkpoint written by this task's
+    ``torchgeo fit``; a pretraining checkpoint goes in ``weights``. A test of an
+    encoder that started from a random initialisation (no ``weights``, no
+    ``--ckpt_path``) warns so.
     """
 
     def __init__(
@@ -126,7 +134,8 @@ class ScaleMAEClassification(Classification):
             freeze_backbone: Linear probing: train the head only.
             pool: ``'token'`` (class token after the final norm) or ``'mean'``.
             probe_batchnorm: Put ``BatchNorm1d(affine=False)`` before the linear
-                head; None means "when ``freeze_backbone``" (spec 7.2).
+                head; None means "when ``freeze_backbone``" (the reference's
+                linear probe).
             layer_decay: Layer-wise lr decay factor in (0, 1] for fine-tuning; None
                 disables it (plain AdamW on all trainable parameters).
             weight_decay: AdamW weight decay (biases, norms and tokens excluded).
@@ -150,32 +159,29 @@ class ScaleMAEClassification(Classification):
                 reference's training rule).
 
         Raises:
-            ValueError: For an invalid ``layer_decay``, ``res_mode``, ``pool``,
-                ``reference_gsd``, ``default_gsd`` or ``eval_scales``, or
+            ValueError: For an out-of-range argument (the message names it), or
                 ``eval_scales`` with a non-multiclass task.
         """
+        # validates the scales and the res rule (used at every step, not only for
+        # eval_scales)
+        multiscale = MultiScaleEvaluation(
+            (1.0,) if eval_scales is None else eval_scales,
+            res_mode=res_mode,
+            reference_gsd=reference_gsd,
+            base_res=base_res,
+            reference_size=reference_size,
+            default_gsd=default_gsd,
+            interpolation=interpolation,
+            antialias=antialias,
+        )
         if layer_decay is not None and not 0 < layer_decay <= 1:
             raise ValueError(f'layer_decay must be in (0, 1], got {layer_decay!r}')
-        if res_mode not in ('gsd', 'reference', 'constant'):
-            raise ValueError(
-                f"res_mode must be 'gsd', 'reference' or 'constant', got {res_mode!r}"
-            )
         if pool not in ('token', 'mean'):
             raise ValueError(f"pool must be 'token' or 'mean', got {pool!r}")
-        if not (math.isfinite(reference_gsd) and reference_gsd > 0):
-            raise ValueError(f'reference_gsd must be > 0, got {reference_gsd!r}')
-        if default_gsd is not None and not (
-            math.isfinite(default_gsd) and default_gsd > 0
-        ):
-            raise ValueError(f'default_gsd must be > 0 metres, got {default_gsd!r}')
         if train_size is not None and train_size < 1:
             raise ValueError(f'train_size must be >= 1 pixel, got {train_size!r}')
-        if eval_scales is not None:
-            check_scales(eval_scales)
-            if task != 'multiclass':
-                raise ValueError(
-                    f"eval_scales needs task='multiclass', got task={task!r}"
-                )
+        if eval_scales is not None and task != 'multiclass':
+            raise ValueError(f"eval_scales needs task='multiclass', got task={task!r}")
         super().__init__(
             model=model,
             weights=weights,
@@ -192,9 +198,9 @@ class ScaleMAEClassification(Classification):
             patience=patience,
             freeze_backbone=freeze_backbone,
         )
-        self._scale_gsd: dict[int, list[Tensor]] = {}
-        self._scale_res: dict[int, list[Tensor]] = {}
-        self._scale_size: dict[int, tuple[int, int]] = {}
+        #: The multi-scale protocol and ``res`` rule of every step.
+        self.multiscale = multiscale
+        self._scale_stats = ScaleStats()
         self.scale_results: list[ScaleResult] = []
         self.train_crop = (
             None
@@ -205,6 +211,14 @@ class ScaleMAEClassification(Classification):
         )
 
     # ------------------------------------------------------------------ models
+    def configure_callbacks(self) -> list[Callback]:
+        """Install :class:`~torchgeo_scalemae.callbacks.RemoveEmptyLogDir`.
+
+        Returns:
+            The callbacks Lightning adds to the trainer's.
+        """
+        return not_configured(self._trainer, [RemoveEmptyLogDir()])
+
     def configure_models(self) -> None:
         """Build the encoder with a classifier head and load encoder weights."""
         hp = self.hparams
@@ -311,38 +325,23 @@ class ScaleMAEClassification(Classification):
         Returns:
             float32 (B,) ``res`` on the image's device.
         """
-        hp = self.hparams
-        gsd: Tensor | None = None
-        if hp['res_mode'] == 'gsd':
-            gsd = gsd_from_batch(batch, hp['default_gsd'])
-        return scale_res(
-            hp['res_mode'],
-            gsd=gsd,
-            size=image.shape[-1],
-            native=native or image.shape[-1],
-            batch_size=image.shape[0],
-            reference_gsd=hp['reference_gsd'],
-            base_res=hp['base_res'],
-            reference_size=hp['reference_size'],
-            device=image.device,
-        )
+        return self.multiscale.res(batch, image, native)
 
     def _step(self, batch: Any, stage: str) -> tuple[Tensor, Tensor, Tensor]:
         x = batch['image']
         res: Tensor | None = None
         if stage == 'train' and self.train_crop is not None:
             with torch.no_grad():
-                try:
-                    gsd = gsd_from_batch(batch, self.hparams['default_gsd'])
-                except ValueError:
-                    if self.hparams['res_mode'] == 'gsd':
-                        raise
+                gsd = self.multiscale.batch_gsd(batch)
+                if gsd is None:  # only the crop's zoom is needed
                     gsd = torch.ones(x.shape[0], device=x.device)
                 batch = self.train_crop({**batch, GSD_KEY: gsd})
                 if self.hparams['res_mode'] == 'reference':
                     # the reference's training rule: base_res x crop px / output px
                     zoom = batch[GSD_KEY] / gsd
-                    res = self.batch_res(batch, x) * zoom
+                    res = self.multiscale.res(batch, x) * zoom
+                else:  # the batch GSD was checked above: not again after the crop
+                    res = self.multiscale.res(batch, batch['image'], gsd=batch[GSD_KEY])
             x = batch['image']
         y = batch['label']
         if res is None:
@@ -391,33 +390,13 @@ class ScaleMAEClassification(Classification):
             dataloader_idx: Dataloader index.
         """
         self._step(batch, 'test')
-        scales = self.hparams['eval_scales']
-        if scales is None:
+        if self.hparams['eval_scales'] is None:
             return
-        x = batch['image']
-        base = dict(batch)
-        try:
-            base[GSD_KEY] = gsd_from_batch(batch, self.hparams['default_gsd'])
-        except ValueError:
-            if self.hparams['res_mode'] == 'gsd':
-                raise
-        patch = getattr(getattr(self.model, 'patch_embed', None), 'patch_size', (1,))
-        for i, scale in enumerate(check_scales(scales)):
-            resized = resize_to_scale(
-                base,
-                scale,
-                int(patch[0]),
-                interpolation=self.hparams['interpolation'],
-                antialias=self.hparams['antialias'],
-            )
-            image = resized['image']
-            res = self.batch_res(resized, image, native=x.shape[-1])
-            y_hat = self.forward(image, res)
-            self._scale_metric(i).update(y_hat, batch['label'])
-            self._scale_res.setdefault(i, []).append(res.detach())
-            if resized.get(GSD_KEY) is not None:
-                self._scale_gsd.setdefault(i, []).append(resized[GSD_KEY].detach())
-            self._scale_size[i] = (int(image.shape[-2]), int(image.shape[-1]))
+        patch = encoder_patch_size(self.model)
+        for item in self.multiscale.scaled_batches(batch, patch):
+            y_hat = self.forward(item.image, item.res)
+            self._scale_metric(item.index).update(y_hat, batch['label'])
+            self._scale_stats.update(item)
 
     def _scale_metric(self, index: int) -> MulticlassAccuracy:
         return cast(MulticlassAccuracy, self.scale_metrics[str(index)])
@@ -425,45 +404,47 @@ class ScaleMAEClassification(Classification):
     def on_test_epoch_end(self) -> None:
         """Log test metrics and the per-scale accuracies (table, CSV and plot)."""
         super().on_test_epoch_end()
-        scales = self.hparams['eval_scales']
-        if scales is None or not self._scale_size:
+        if self.hparams['eval_scales'] is None or not len(self._scale_stats):
             return
         results = []
-        for i, scale in enumerate(check_scales(scales)):
-            metric = self._scale_metric(i)
-            gsd = self._scale_gsd.get(i)
-            results.append(
-                ScaleResult(
-                    scale=scale,
-                    height=self._scale_size[i][0],
-                    width=self._scale_size[i][1],
-                    gsd=float(torch.cat(gsd).median()) if gsd else math.nan,
-                    res=float(torch.cat(self._scale_res[i]).median()),
-                    accuracy=float(metric.compute()),
-                    num_queries=int(sum(r.numel() for r in self._scale_res[i])),
-                )
-            )
+        for index in range(len(self.multiscale.scales)):
+            metric = self._scale_metric(index)
+            results.append(self._scale_stats.result(index, float(metric.compute())))
             metric.reset()
         for r in results:
             self.log(metric_name('test_acc', r), r.accuracy)
         self.scale_results = results
-        self._scale_gsd, self._scale_res, self._scale_size = {}, {}, {}
+        self._scale_stats.reset()
         self._report(results)
 
     @rank_zero_only
     def _report(self, results: list[ScaleResult]) -> None:
         hp = self.hparams
         mode = 'linear probe' if hp['freeze_backbone'] else 'fine-tuned'
-        print(
-            format_table(results, f'Multi-scale test ({mode}): {hp["model"]}'),
-            flush=True,
-        )
-        log_dir = self.trainer.log_dir or self.trainer.default_root_dir
-        write_csv(results, os.path.join(log_dir, 'classification_test_results.csv'))
-        plot_accuracy_vs_gsd(
-            {hp['model']: results},
-            os.path.join(log_dir, 'classification_test_accuracy_vs_gsd.png'),
-            title=f'Accuracy vs GSD ({mode})',
+        weights = weights_label(self.weights)
+        # a test restored from a checkpoint of this task evaluates that checkpoint
+        checkpoint = self._trainer.ckpt_path if self._trainer is not None else None
+        title = f'Multi-scale test ({mode}): {hp["model"]}, weights={weights}'
+        if checkpoint:
+            title += f', checkpoint={checkpoint}'
+        classes = hp['num_classes']
+        report_scale_results(
+            results,
+            title,
+            folder=self.trainer.log_dir or self.trainer.default_root_dir,
+            stem='classification_test',
+            metadata={
+                'model': hp['model'],
+                'weights': weights,
+                'checkpoint': checkpoint or '',
+            },
+            chance=1.0 / classes if classes else None,
+            plot_title=(
+                f'Accuracy vs GSD ({mode}; weights: '
+                f'{os.path.basename(weights) or weights})'
+            ),
+            random_init=(self.weights is None or self.weights is False)
+            and not checkpoint,
         )
 
     def predict_step(

@@ -5,12 +5,12 @@
 .. versionadded:: 0.1
 """
 
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -18,6 +18,8 @@ from torchgeo.datasets import GeoDataset
 from torchgeo.tasks import BaseTask
 from torchvision.models._api import WeightsEnum
 
+from ..callbacks import RemoveEmptyLogDir
+from ..callbacks._defaults import not_configured
 from ..evaluation.backbone import (
     Pool,
     build_encoder,
@@ -27,56 +29,42 @@ from ..evaluation.backbone import (
 from ..evaluation.knn import KNNVote, knn_predict
 from ..evaluation.report import (
     ScaleResult,
-    format_table,
     metric_name,
-    plot_accuracy_vs_gsd,
-    write_csv,
+    report_scale_results,
+    weights_label,
 )
 from ..evaluation.scales import (
     Interpolation,
+    MultiScaleEvaluation,
     ResMode,
-    check_scales,
-    resize_to_scale,
-    scale_res,
+    ScaleStats,
+    encoder_patch_size,
 )
-from ..gsd import GSD_KEY, gsd_from_batch
 
 __all__ = ('MultiScaleKNN',)
 
 
-def _patch_size(encoder: torch.nn.Module) -> int:
-    patch = getattr(getattr(encoder, 'patch_embed', None), 'patch_size', None)
-    if patch is None:
-        return 1
-    return int(patch[0] if isinstance(patch, Sequence) else patch)
-
-
-class _ScaleFeatures:
-    """Features, labels, GSDs and res values of one split at one scale."""
+class _Features:
+    """Features and labels of one split at every scale, and what was evaluated."""
 
     def __init__(self) -> None:
-        self.features: list[Tensor] = []
-        self.labels: list[Tensor] = []
-        self.gsd: list[Tensor] = []
-        self.res: list[Tensor] = []
-        self.size: tuple[int, int] = (0, 0)
+        self.features: dict[int, list[Tensor]] = {}
+        self.labels: dict[int, list[Tensor]] = {}
+        self.stats = ScaleStats()
 
-    def cat(self) -> tuple[Tensor, Tensor, float, float]:
-        """Return features (N, D), labels (N,), median GSD and median res."""
-        gsd = torch.cat(self.gsd).float() if self.gsd else torch.tensor([math.nan])
-        res = torch.cat(self.res).float()
-        return (
-            torch.cat(self.features),
-            torch.cat(self.labels),
-            float(gsd.median()),
-            float(res.median()),
-        )
+    def __bool__(self) -> bool:
+        return bool(self.features)
+
+    def cat(self, index: int) -> tuple[Tensor, Tensor]:
+        """Return the features (N, D) and labels (N,) at scale *index*."""
+        return torch.cat(self.features[index]), torch.cat(self.labels[index])
 
 
 class MultiScaleKNN(BaseTask):
     """kNN classification accuracy of a frozen encoder at several image scales.
 
-    The Scale-MAE kNN protocol (spec 7.1): for every evaluation scale, **both** the
+    The Scale-MAE kNN protocol (reference ``mae/eval/knn.py``; paper section
+    4.1): for every evaluation scale, **both** the
     bank (the datamodule's training split) and the queries (the split being
     evaluated) are resized to that scale, encoded with the scale's ``res``, and each
     query is classified by its ``k`` nearest bank features (cosine similarity,
@@ -96,31 +84,33 @@ class MultiScaleKNN(BaseTask):
     GeoDataset (which needs a sampler) ``datamodule.train_dataloader()`` is used.
     ``max_bank_batches`` caps the bank for quick runs.
 
-    **Scales and res.** See :mod:`torchgeo_scalemae.evaluation.scales`: each scale is a
-    fraction of the native size or a pixel size, rounded to a multiple of the patch
-    size; ``gsd`` is updated by :class:`~torchgeo_scalemae.transforms.GSDResize`
-    and ``res = gsd / reference_gsd`` (``res_mode='gsd'``), or the reference's
-    relative rule ``res = base_res * reference_size / size`` (``'reference'``), or a
-    constant (``'constant'``). A batch without ``gsd`` uses ``default_gsd`` (or the
-    GeoDataset ``bounds``).
+    **Scales and res.** See :mod:`torchgeo_scalemae.evaluation.scales`
+    (:class:`~torchgeo_scalemae.evaluation.scales.MultiScaleEvaluation`): each scale
+    is a fraction of the native size or a pixel size, rounded to a multiple of the
+    patch size; ``gsd`` is updated per sample and ``res = gsd / reference_gsd``
+    (``res_mode='gsd'``), or the reference's relative rule ``res = base_res *
+    reference_size / size`` (``'reference'``), or a constant (``'constant'``). A
+    batch without ``gsd`` uses ``default_gsd`` (or the GeoDataset ``bounds``).
 
-    **Weights.** Pass a pretraining checkpoint as ``weights`` (a path), **not** as
-    ``--ckpt_path``: LightningCLI would rebuild the pretraining task from the
-    checkpoint's hyperparameters. Lightning checkpoints of
+    **Weights.** Pass a pretraining checkpoint as ``weights``
+    (``--model.init_args.weights PATH``), **not** as ``--ckpt_path``: LightningCLI
+    would rebuild the pretraining task from the checkpoint, which then refuses to
+    test. Lightning checkpoints of
     :class:`~torchgeo_scalemae.tasks.ScaleMAEPretraining`, TorchGeo's ``MAE`` and
     ``Classification``, encoder-only state dicts and weight enums all work
-    (:func:`~torchgeo_scalemae.evaluation.backbone.load_encoder_weights`).
+    (:func:`~torchgeo_scalemae.evaluation.backbone.load_encoder_weights`). Without
+    weights the encoder is randomly initialised, and the report warns so.
 
     **Results.** For each scale the accuracy is logged as
     ``<stage>_knn_acc_<size>px_gsd<gsd>m`` (e.g. ``test_knn_acc_112px_gsd0.61m``;
-    the GSD is the median over the queries; no GSD part when unknown), a table is
-    printed, and ``knn_<stage>_results.csv`` plus ``knn_<stage>_accuracy_vs_gsd.png``
-    are written to the trainer's log directory. :attr:`results` holds the last
+    the GSD is the median over the queries; no GSD part when unknown) and their mean
+    as ``<stage>_knn_acc``; a table is printed, and ``knn_<stage>_results.csv``
+    (with ``model`` and ``weights`` columns) plus ``knn_<stage>_accuracy_vs_gsd.png``
+    (with the chance line ``1 / num_classes``) are written to the trainer's log
+    directory, whose paths are printed. :attr:`results` holds the last
     :class:`~torchgeo_scalemae.evaluation.report.ScaleResult` list.
 
     Runs on one device (the bank is not gathered across processes).
-
-    .. versionadded:: 0.1
     """
 
     ignore = ('weights',)
@@ -162,8 +152,8 @@ class MultiScaleKNN(BaseTask):
             num_classes: Number of classes; None infers ``max label + 1``.
             scales: Evaluation scales: fractions of the native size (``<= 1``) or
                 pixel sizes (``> 1``).
-            k: Number of neighbours (spec 7.1: 20).
-            temperature: Temperature of the weighted vote (spec 7.1: 0.07).
+            k: Number of neighbours (the reference's: 20).
+            temperature: Temperature of the weighted vote (the reference's: 0.07).
             vote: ``'weighted'`` (``exp(sim / T)``) or ``'majority'``.
             pool: ``'token'`` (class token after the final norm) or ``'mean'``.
             res_mode: ``'gsd'``, ``'reference'`` or ``'constant'`` (see class docs).
@@ -183,38 +173,54 @@ class MultiScaleKNN(BaseTask):
             bank_chunk_size: Bank entries per similarity block.
 
         Raises:
-            ValueError: For invalid scales, ``k``, ``temperature``, ``vote``, ``pool``,
-                ``res_mode``, ``reference_gsd`` or ``default_gsd``.
+            ValueError: For an out-of-range argument (the message names it).
         """
-        check_scales(scales)
-        if k < 1:
-            raise ValueError(f'k must be >= 1, got {k}')
+        multiscale = MultiScaleEvaluation(
+            scales,
+            res_mode=res_mode,
+            reference_gsd=reference_gsd,
+            base_res=base_res,
+            reference_size=reference_size,
+            default_gsd=default_gsd,
+            interpolation=interpolation,
+            antialias=antialias,
+        )
+        for name, value in (
+            ('k', k),
+            ('query_chunk_size', query_chunk_size),
+            ('bank_chunk_size', bank_chunk_size),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f'{name} must be an int >= 1, got {value!r}')
         if not temperature > 0:
             raise ValueError(f'temperature must be > 0, got {temperature}')
         if vote not in ('weighted', 'majority'):
             raise ValueError(f"vote must be 'weighted' or 'majority', got {vote!r}")
         if pool not in ('token', 'mean'):
             raise ValueError(f"pool must be 'token' or 'mean', got {pool!r}")
-        if res_mode not in ('gsd', 'reference', 'constant'):
-            raise ValueError(
-                f"res_mode must be 'gsd', 'reference' or 'constant', got {res_mode!r}"
-            )
-        for name, value in (('reference_gsd', reference_gsd), ('base_res', base_res)):
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f'{name} must be finite and > 0, got {value!r}')
-        if default_gsd is not None and not (
-            math.isfinite(default_gsd) and default_gsd > 0
-        ):
-            raise ValueError(f'default_gsd must be > 0 metres, got {default_gsd!r}')
         if num_classes is not None and num_classes < 1:
             raise ValueError(f'num_classes must be >= 1, got {num_classes}')
+        if max_bank_batches is not None and max_bank_batches < 1:
+            raise ValueError(
+                f'max_bank_batches must be >= 1 or None, got {max_bank_batches!r}'
+            )
         self.weights = weights
         super().__init__()
+        #: The multi-scale protocol (scales, resampling, ``res`` rule).
+        self.multiscale = multiscale
         self.results: list[ScaleResult] = []
-        self._queries: dict[float, _ScaleFeatures] = {}
-        self._bank: dict[float, _ScaleFeatures] = {}
+        self._queries = _Features()
+        self._bank = _Features()
 
     # ------------------------------------------------------------------ setup
+    def configure_callbacks(self) -> list[Callback]:
+        """Install :class:`~torchgeo_scalemae.callbacks.RemoveEmptyLogDir`.
+
+        Returns:
+            The callbacks Lightning adds to the trainer's.
+        """
+        return not_configured(self._trainer, [RemoveEmptyLogDir()])
+
     def configure_models(self) -> None:
         """Build the encoder and load its weights; it stays frozen."""
         encoder = build_encoder(
@@ -229,67 +235,36 @@ class MultiScaleKNN(BaseTask):
     @property
     def scales(self) -> list[float]:
         """The evaluation scales."""
-        return check_scales(self.hparams['scales'])
+        return list(self.multiscale.scales)
 
     # ------------------------------------------------------------------ features
     @torch.no_grad()
-    def multiscale_features(
-        self, batch: Mapping[str, Any], out: dict[float, _ScaleFeatures]
-    ) -> None:
+    def multiscale_features(self, batch: Mapping[str, Any], out: _Features) -> None:
         """Encode one batch at every scale and append to *out*.
 
         Args:
             batch: Dict with ``image`` (B, C, H, W), ``label`` (B,) and optionally
                 ``gsd`` (B,) in metres per pixel.
-            out: Per-scale accumulators.
+            out: The split's per-scale accumulator.
+
+        Raises:
+            ValueError: If the batch has no ``label``, or no GSD with
+                ``res_mode='gsd'``.
         """
-        image = batch['image']
         if 'label' not in batch:
             raise ValueError(
                 f'kNN evaluation needs labelled batches; got keys {sorted(batch)}'
             )
         labels = torch.as_tensor(batch['label']).reshape(-1).long()
-        gsd: Tensor | None
-        try:
-            gsd = gsd_from_batch(batch, self.hparams['default_gsd'])
-        except ValueError:
-            if self.hparams['res_mode'] == 'gsd':
-                raise
-            gsd = None
-        base = dict(batch)
-        if gsd is not None:
-            base[GSD_KEY] = gsd
-        patch = _patch_size(self.model)
-        width = image.shape[-1]
         self.model.eval()
-        for scale in self.scales:
-            resized = resize_to_scale(
-                base,
-                scale,
-                patch,
-                interpolation=self.hparams['interpolation'],
-                antialias=self.hparams['antialias'],
+        patch = encoder_patch_size(self.model)
+        for item in self.multiscale.scaled_batches(batch, patch):
+            feats = encoder_features(
+                self.model, item.image, item.res, self.hparams['pool']
             )
-            x = resized['image']
-            res = scale_res(
-                self.hparams['res_mode'],
-                gsd=resized.get(GSD_KEY),
-                size=x.shape[-1],
-                native=width,
-                batch_size=x.shape[0],
-                reference_gsd=self.hparams['reference_gsd'],
-                base_res=self.hparams['base_res'],
-                reference_size=self.hparams['reference_size'],
-                device=x.device,
-            )
-            feats = encoder_features(self.model, x, res, self.hparams['pool'])
-            acc = out.setdefault(scale, _ScaleFeatures())
-            acc.features.append(feats.float())
-            acc.labels.append(labels.to(feats.device))
-            acc.res.append(res.detach())
-            if resized.get(GSD_KEY) is not None:
-                acc.gsd.append(resized[GSD_KEY].detach().float())
-            acc.size = (int(x.shape[-2]), int(x.shape[-1]))
+            out.features.setdefault(item.index, []).append(feats.float())
+            out.labels.setdefault(item.index, []).append(labels.to(feats.device))
+            out.stats.update(item)
 
     def _bank_batches(self) -> Iterable[Any]:
         trainer = self.trainer
@@ -332,8 +307,8 @@ class MultiScaleKNN(BaseTask):
                 'MultiScaleKNN runs on one device: set trainer.devices=1 '
                 f'(world size is {self.trainer.world_size})'
             )
-        self._bank = {}
-        self._queries = {}
+        self._bank = _Features()
+        self._queries = _Features()
         # the same precision context (e.g. autocast) as the evaluation steps
         plugin = self.trainer.precision_plugin
         for batch in self._bank_batches():
@@ -346,13 +321,13 @@ class MultiScaleKNN(BaseTask):
         results: list[ScaleResult] = []
         if not self._queries:
             return results
-        num_classes = self.hparams['num_classes']
-        for scale in self.scales:
-            bank = self._bank[scale]
-            query = self._queries[scale]
-            bank_x, bank_y, _, _ = bank.cat()
-            query_x, query_y, gsd, res = query.cat()
-            classes = num_classes or int(max(bank_y.max(), query_y.max())) + 1
+        classes = 0
+        for index in range(len(self.multiscale.scales)):
+            bank_x, bank_y = self._bank.cat(index)
+            query_x, query_y = self._queries.cat(index)
+            classes = self.hparams['num_classes'] or (
+                int(max(bank_y.max(), query_y.max())) + 1
+            )
             pred = knn_predict(
                 query_x,
                 bank_x,
@@ -366,15 +341,8 @@ class MultiScaleKNN(BaseTask):
             )
             accuracy = float((pred == query_y).float().mean())
             results.append(
-                ScaleResult(
-                    scale=scale,
-                    height=query.size[0],
-                    width=query.size[1],
-                    gsd=gsd,
-                    res=res,
-                    accuracy=accuracy,
-                    num_queries=int(query_y.numel()),
-                    num_bank=int(bank_y.numel()),
+                self._queries.stats.result(
+                    index, accuracy, num_bank=int(bank_y.numel())
                 )
             )
         prefix = f'{stage}_knn_acc'
@@ -382,28 +350,36 @@ class MultiScaleKNN(BaseTask):
             self.log(metric_name(prefix, r), r.accuracy)
         self.log(prefix, sum(r.accuracy for r in results) / len(results))
         self.results = results
-        self._report(stage, results)
-        self._queries = {}
-        self._bank = {}
+        self._report(stage, results, classes)
+        self._queries = _Features()
+        self._bank = _Features()
         return results
 
     @rank_zero_only
-    def _report(self, stage: str, results: list[ScaleResult]) -> None:
+    def _report(self, stage: str, results: list[ScaleResult], classes: int) -> None:
         hp = self.hparams
+        weights = weights_label(self.weights)
         title = (
-            f'Multi-scale kNN ({stage}): {hp["model"]}, k={hp["k"]}, '
-            f'vote={hp["vote"]}, T={hp["temperature"]}, res_mode={hp["res_mode"]}, '
-            f'bank={results[0].num_bank}'
+            f'Multi-scale kNN ({stage}): {hp["model"]}, weights={weights}, '
+            f'k={hp["k"]}, vote={hp["vote"]}, T={hp["temperature"]}, '
+            f'res_mode={hp["res_mode"]}, bank={results[0].num_bank}'
         )
-        print(format_table(results, title), flush=True)
+        folder = None
         if hp['save_plot']:
-            log_dir = self.trainer.log_dir or self.trainer.default_root_dir
-            write_csv(results, os.path.join(log_dir, f'knn_{stage}_results.csv'))
-            plot_accuracy_vs_gsd(
-                {hp['model']: results},
-                os.path.join(log_dir, f'knn_{stage}_accuracy_vs_gsd.png'),
-                title=f'kNN accuracy vs GSD ({stage})',
-            )
+            folder = self.trainer.log_dir or self.trainer.default_root_dir
+        report_scale_results(
+            results,
+            title,
+            folder=folder,
+            stem=f'knn_{stage}',
+            metadata={'model': hp['model'], 'weights': weights},
+            chance=1.0 / classes if classes else None,
+            plot_title=(
+                f'kNN accuracy vs GSD ({stage}; weights: '
+                f'{os.path.basename(weights) or weights})'
+            ),
+            random_init=self.weights is None or self.weights is False,
+        )
 
     # ------------------------------------------------------------------ hooks
     def on_validation_epoch_start(self) -> None:
