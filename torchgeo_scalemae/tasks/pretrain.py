@@ -63,10 +63,6 @@ def _image_device(batch: Mapping[str, Any]) -> torch.device:
     return image.device
 
 
-def _strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-
-
 class ScaleMAEPretraining(BaseTask):
     """Scale-MAE self-supervised pretraining (Reed et al., ICCV 2023).
 
