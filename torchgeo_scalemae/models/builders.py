@@ -111,8 +111,19 @@ def _member[E: WeightsEnum](name: str, enum: type[E] | None, weights: Any) -> E 
     return cast(E, member)
 
 
-def _with_weights_defaults(member: WeightsEnum, kwargs: dict[str, Any]) -> None:
-    """Default ``res`` from the weights; require their channel count."""
+def _resolve(
+    name: str, enum: type[WeightsEnum] | None, weights: Any, kwargs: dict[str, Any]
+) -> WeightsEnum | None:
+    """Resolve *weights* and adjust *kwargs* in place.
+
+    ``res=None`` is dropped; with weights, ``res`` defaults to theirs and
+    ``in_chans`` must be their channel count.
+    """
+    if kwargs.get('res') is None:
+        kwargs.pop('res', None)
+    member = _member(name, enum, weights)
+    if member is None:
+        return None
     expected = member.meta['in_chans']
     if kwargs.get('in_chans', expected) != expected:
         raise ValueError(
@@ -121,8 +132,8 @@ def _with_weights_defaults(member: WeightsEnum, kwargs: dict[str, Any]) -> None:
             'tasks (Classification(..., weights=...)), which adapt the first layer'
         )
     kwargs['in_chans'] = expected
-    if kwargs.get('res') is None:
-        kwargs['res'] = float(member.meta['default_res'])
+    kwargs.setdefault('res', float(member.meta['default_res']))
+    return member
 
 
 def _encoder(
@@ -131,11 +142,7 @@ def _encoder(
     kwargs: dict[str, Any],
     enum: type[WeightsEnum] | None = None,
 ) -> ScaleMAEEncoder:
-    member = _member(name, enum, weights)
-    if kwargs.get('res') is None:
-        kwargs.pop('res', None)
-    if member is not None:
-        _with_weights_defaults(member, kwargs)
+    member = _resolve(name, enum, weights, kwargs)
     config: dict[str, Any] = {
         **ENCODER_CONFIGS[name],
         'mlp_ratio': 4.0,
@@ -156,12 +163,9 @@ def _pretrain(
     kwargs: dict[str, Any],
     enum: type[WeightsEnum] | None = None,
 ) -> ScaleMAE:
-    member = _member(name, enum, weights)
-    if kwargs.get('res') is None:
-        kwargs.pop('res', None)
+    member = _resolve(name, enum, weights, kwargs)
     if member is None:
         return ScaleMAE(**{**PRETRAIN_CONFIGS[name], **kwargs})
-    _with_weights_defaults(member, kwargs)
     # the architecture, decoder and loss settings come from the checkpoint
     checkpoint = cast(ScaleMAEPretrainLarge16_Weights, member).get_checkpoint(
         progress=True

@@ -487,7 +487,8 @@ def infer_reference_config(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
             f'state_dict must be a mapping, got {type(state_dict).__name__}'
         )
     required = ['patch_embed.proj.weight', 'mask_token', 'blocks.0.mlp.fc1.weight']
-    head = 'fcn_high.' if 'fcn_high.proj.weight' in state_dict else 'fcn.'
+    independent = 'fcn_high.proj.weight' in state_dict
+    head = 'fcn_high.' if independent else 'fcn.'
     required.append(head + 'proj.weight')
     missing = [key for key in required if key not in state_dict]
     if missing:
@@ -500,8 +501,6 @@ def infer_reference_config(state_dict: Mapping[str, Tensor]) -> dict[str, Any]:
     ddim = state_dict['mask_token'].shape[-1]
     depth = _block_count(state_dict, 'blocks.')
     ddepth = _block_count(state_dict, 'decoder_blocks.')
-    independent = 'fcn_high.proj.weight' in state_dict
-    head = 'fcn_high.' if independent else 'fcn.'
     fcn_dim = state_dict[head + 'proj.weight'].shape[0]
     fcn_layers = len(
         {k.split('.')[2] for k in state_dict if k.startswith(head + 'conv_blocks.')}

@@ -131,8 +131,7 @@ class ScaleMAEEncoderLarge16_Weights(WeightsEnum):  # type: ignore[misc]
         try:
             state: dict[str, Any] = super().get_state_dict(*args, **kwargs)
         except OSError as error:
-            filename = os.path.basename(urlparse(self.url).path)
-            path = os.path.join(torch.hub.get_dir(), 'checkpoints', filename)
+            path = _cache_path(self.url)
             raise RuntimeError(_download_failed(self.url, path, error)) from error
         return state
 
@@ -238,12 +237,16 @@ class ScaleMAEPretrainLarge16_Weights(WeightsEnum):  # type: ignore[misc]
         return convert_reference_state_dict(checkpoint['model'])
 
 
+def _cache_path(url: str) -> str:
+    """Where :mod:`torch.hub` caches the file of ``url``."""
+    filename = os.path.basename(urlparse(url).path)
+    return os.path.join(torch.hub.get_dir(), 'checkpoints', filename)
+
+
 def _download(url: str, progress: bool) -> str:
     """Download ``url`` into ``$TORCH_HOME/hub/checkpoints`` once; return the path."""
-    directory = os.path.join(torch.hub.get_dir(), 'checkpoints')
-    os.makedirs(directory, exist_ok=True)
-    filename = os.path.basename(urlparse(url).path)
-    path = os.path.join(directory, filename)
+    path = _cache_path(url)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     if not os.path.exists(path):
         try:
             torch.hub.download_url_to_file(url, path, None, progress=progress)

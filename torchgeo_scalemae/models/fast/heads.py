@@ -26,7 +26,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .fused_head import full_resolution_stage
-from .layers import conv, conv_transpose, conv_transpose_then_pointwise, is_pointwise
+from .layers import (
+    conv,
+    conv_transpose,
+    conv_transpose_then_pointwise,
+    is_paired_grouped,
+    is_pixel_shuffle_transpose,
+    is_pointwise,
+)
 
 if TYPE_CHECKING:
     from ..decoder import (
@@ -75,19 +82,13 @@ def can_fuse(head: 'LaplacianHead') -> bool:
         and all(
             type(a) is nn.GELU and a.approximate == 'none' for a in (act, act2, act3)
         )
-        and type(up) is nn.ConvTranspose2d
-        and type(up2) is nn.ConvTranspose2d
-        and type(conv3) is nn.Conv2d
+        and is_paired_grouped(conv3)
     ):
         return False
     for u in (up, up2):
         if not (
-            u.kernel_size == u.stride
+            is_pixel_shuffle_transpose(u)
             and u.kernel_size[0] == u.kernel_size[1]
-            and u.padding == (0, 0)
-            and u.output_padding == (0, 0)
-            and u.dilation == (1, 1)
-            and u.groups == 1
             and u.bias is not None
         ):
             return False
@@ -97,11 +98,6 @@ def can_fuse(head: 'LaplacianHead') -> bool:
         and conv3.kernel_size == (k, k)
         and k % 2 == 1
         and conv3.padding == (k // 2, k // 2)
-        and conv3.stride == (1, 1)
-        and conv3.dilation == (1, 1)
-        and conv3.padding_mode == 'zeros'
-        and conv3.groups == conv3.out_channels
-        and conv3.in_channels == 2 * conv3.out_channels
         and is_pointwise(conv1)
         and conv1.bias is not None
     )
