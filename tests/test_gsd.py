@@ -196,3 +196,13 @@ def test_user_guide_lists_known_gsd() -> None:
     text = DOCS.read_text()
     for name in KNOWN_GSD:
         assert name in text, name
+
+
+@pytest.mark.parametrize(
+    'default', ['abc', [1.0], float('nan'), float('inf'), -1.0, 0, True]
+)
+def test_gsd_from_batch_validates_default_gsd_always(default: object) -> None:
+    batch = {'image': torch.rand(2, 3, 8, 8), GSD_KEY: torch.ones(2)}
+    with pytest.raises(ValueError, match=r'default_gsd must be None or a finite'):
+        gsd_from_batch(batch, default)  # type: ignore[arg-type]
+    assert gsd_from_batch(batch, np.float32(0.5)).tolist() == [1.0, 1.0]

@@ -32,6 +32,7 @@ from torchgeo_scalemae.registry import (
     TORCHGEO_MODELS,
     TORCHGEO_WEIGHTS,
     WEIGHT_ENUMS,
+    NoWeightsError,
     RegistryError,
 )
 
@@ -179,6 +180,50 @@ def test_untested_version_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     assert torchgeo_scalemae.is_registered()
 
 
+WEIGHTLESS = sorted(set(TORCHGEO_MODELS) - set(TORCHGEO_WEIGHTS))
+
+
+@pytest.mark.parametrize('name', WEIGHTLESS)
+def test_get_model_weights_of_weightless_name_explains(name: str) -> None:
+    # a KeyError, as TorchGeo raises for its own weightless models, naming the model
+    # and the names that have weights
+    for key in (name, TORCHGEO_MODELS[name]):
+        with pytest.raises(KeyError) as info:
+            get_model_weights(key)
+        assert isinstance(info.value, NoWeightsError)
+        message = str(info.value)
+        assert f"'{name}' has no released weights" in message
+        for with_weights in TORCHGEO_WEIGHTS:
+            assert with_weights in message
+
+
+def test_weights_table_filled_in_place_then_rebound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    theirs = {k: v for k, v in api._model_weights.items() if not registry._ours(v)}
+    monkeypatch.setattr(api, '_model_weights', theirs)  # a plain dict, as TorchGeo's
+    torchgeo_scalemae.register()
+    table = api._model_weights
+    assert table is not theirs and type(table).__name__ == '_ModelWeights'
+    # a reference to the old dict sees our entries too, in the same order
+    assert list(table.items()) == list(theirs.items())
+    assert theirs['scalemae'] is TORCHGEO_WEIGHTS['scalemae']
+    torchgeo_scalemae.register()  # idempotent: no second rebinding
+    assert api._model_weights is table
+
+
+def test_get_model_weights_other_misses_unchanged() -> None:
+    weightless = [n for n in api._model if n not in api._model_weights]
+    for key in ['no_such_model', *[n for n in weightless if not n.startswith('scale')]]:
+        with pytest.raises(KeyError) as info:
+            get_model_weights(key)
+        assert type(info.value) is KeyError and info.value.args == (key,)
+    assert isinstance(api._model_weights, dict)
+    assert get_model_weights('scalemae_large_patch16') is (
+        torchgeo.models.ScaleMAELarge16_Weights
+    )
+
+
 # ------------------------------------------------------------------------ timm
 def test_timm_names_and_pretrained_cfgs() -> None:
     assert set(timm.list_models('scalemae*')) == set(TIMM_MODELS)
@@ -317,12 +362,27 @@ def hook(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType
             'REGISTERED = fake_tg.models.VALUE  # reads the parent attribute\n'
         ),
         'broken_plugin/__init__.py': 'raise RuntimeError("tables changed")\n',
+        'fake_timm/__init__.py': 'VALUE = 2\n',
+        # a plugin whose register() follows the hook's flag, like registry.register
+        'timm_plugin/__init__.py': (
+            'import sys\nfrom . import registry\n'
+            "registry.register(sys.modules['hook_under_test'].importing_for_timm)\n"
+        ),
+        'timm_plugin/registry.py': (
+            'CALLS = []\ntorchgeo_deferred = False\n'
+            'def register(for_timm=False):\n'
+            '    global torchgeo_deferred\n'
+            '    CALLS.append(for_timm)\n'
+            '    torchgeo_deferred = for_timm\n'
+        ),
     }.items():
         path = tmp_path / name
         path.parent.mkdir(exist_ok=True)
         path.write_text(body)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(module, 'TRIGGERS', frozenset({'fake_tg.models'}))
+    monkeypatch.setattr(module, 'TIMM_TRIGGERS', frozenset({'fake_timm'}))
+    monkeypatch.setitem(sys.modules, 'hook_under_test', module)
     monkeypatch.setattr(module, 'PACKAGE', 'fake_plugin')
     monkeypatch.delenv(module.ENV_VAR, raising=False)
     meta_path = list(sys.meta_path)
@@ -331,7 +391,13 @@ def hook(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType
     yield module
     sys.meta_path[:] = meta_path
     for name in list(sys.modules):
-        if name.split('.')[0] in {'fake_tg', 'fake_plugin', 'broken_plugin'}:
+        if name.split('.')[0] in {
+            'fake_tg',
+            'fake_plugin',
+            'broken_plugin',
+            'fake_timm',
+            'timm_plugin',
+        }:
             del sys.modules[name]
 
 
@@ -350,6 +416,69 @@ def test_hook_imports_plugin_after_trigger(hook: ModuleType) -> None:
     assert 'exec_module' not in vars(loader)  # the loader is left as found
     hook.uninstall()
     assert not any(getattr(f, hook.MARKER, False) for f in sys.meta_path)
+
+
+def test_hook_timm_trigger_registers_timm_then_torchgeo(
+    hook: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hook, 'PACKAGE', 'timm_plugin')
+    hook.install()
+    import fake_timm
+
+    plugin = sys.modules['timm_plugin']
+    assert fake_timm.VALUE == 2
+    assert plugin.registry.CALLS == [True]  # imported for timm only
+    assert plugin.registry.torchgeo_deferred and not hook.importing_for_timm
+    import fake_timm as again  # a second import runs nothing
+
+    assert again is fake_timm and plugin.registry.CALLS == [True]
+    import fake_tg.models  # the TorchGeo trigger completes the registration
+
+    assert plugin.registry.CALLS == [True, False]
+    assert not plugin.registry.torchgeo_deferred
+    assert 'exec_module' not in vars(fake_tg.models.__loader__)
+
+
+def test_hook_timm_trigger_after_package_import_does_nothing(
+    hook: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hook, 'PACKAGE', 'timm_plugin')
+    import timm_plugin  # explicit import first: register() with the flag unset
+
+    hook.install()
+    import fake_tg.models  # noqa: F401
+    import fake_timm  # noqa: F401
+
+    assert timm_plugin.registry.CALLS == [False]
+
+
+def test_hook_install_with_timm_already_imported(
+    hook: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hook, 'PACKAGE', 'timm_plugin')
+    import fake_timm  # noqa: F401
+
+    hook.install()
+    assert sys.modules['timm_plugin'].registry.CALLS == [True]
+    assert any(getattr(f, hook.MARKER, False) for f in sys.meta_path)  # still watches
+
+
+def test_hook_deferred_registration_failure_warns(
+    hook: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hook, 'PACKAGE', 'timm_plugin')
+    hook.install()
+    import fake_timm  # noqa: F401
+
+    registry_module = sys.modules['timm_plugin.registry']
+
+    def fail() -> None:
+        raise RuntimeError('tables changed later')
+
+    monkeypatch.setattr(registry_module, 'register', fail)
+    with pytest.warns(RuntimeWarning, match='tables changed later'):
+        import fake_tg.models
+    assert fake_tg.models.VALUE == 1
 
 
 def test_hook_ignores_other_names(hook: ModuleType) -> None:
@@ -463,6 +592,48 @@ def test_no_import_route_in_fresh_interpreter() -> None:
     result = _fresh_python(NO_IMPORT_SCRIPT, TORCHGEO_SCALEMAE_AUTOREGISTER='1')
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == 'OK ScaleMAEEncoder'
+
+
+TIMM_ONLY_SCRIPT = """
+import sys, timm, torch
+names = timm.list_models('scalemae*')
+model = timm.create_model('scalemae_vit_tiny_patch16', in_chans=4, num_classes=3)
+logits = model(torch.zeros(1, 4, 32, 32))
+heavy = sorted(m for m in sys.modules if m.split('.')[0] == 'torchgeo')
+print(','.join(names), type(model).__name__, tuple(logits.shape), heavy, sep='|')
+"""
+
+
+@pytest.mark.xdist_group('subprocess')
+def test_timm_only_program_creates_models_without_torchgeo() -> None:
+    _require_installed_hook()
+    result = _fresh_python(TIMM_ONLY_SCRIPT, TORCHGEO_SCALEMAE_AUTOREGISTER='1')
+    assert result.returncode == 0, result.stderr[-3000:]
+    names, kind, shape, heavy = result.stdout.strip().split('|')
+    assert set(names.split(',')) == set(TIMM_MODELS)
+    assert (kind, shape) == ('ScaleMAEEncoder', '(1, 3)')
+    assert heavy == '[]'  # torchgeo was never imported
+
+
+@pytest.mark.xdist_group('subprocess')
+def test_timm_first_then_torchgeo_completes_registration() -> None:
+    _require_installed_hook()
+    code = (
+        'import timm, sys; import torchgeo_scalemae.registry as r; '
+        'deferred = r.torchgeo_deferred; '
+        'from torchgeo.models import get_model_weights, list_models; '
+        "print(deferred, r.torchgeo_deferred, 'scalemae' in list_models(), "
+        "get_model_weights('scalemae').__name__, r.is_registered())"
+    )
+    result = _fresh_python(code, TORCHGEO_SCALEMAE_AUTOREGISTER='1')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == [
+        'True',
+        'False',
+        'True',
+        'ScaleMAEPretrainLarge16_Weights',
+        'True',
+    ]
 
 
 @pytest.mark.xdist_group('subprocess')

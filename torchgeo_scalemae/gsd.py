@@ -274,12 +274,21 @@ def gsd_from_batch(
         ``float32`` tensor of shape ``(B,)`` on the device of the batch.
 
     Raises:
-        ValueError: If the batch carries no GSD and ``default_gsd`` is None, or the
-            GSD found is invalid (see :func:`check_gsd`).
+        ValueError: If the batch carries no GSD and ``default_gsd`` is None, the
+            GSD found is invalid (see :func:`check_gsd`), or ``default_gsd`` is not
+            None or a finite positive number.
         TypeError: If ``batch`` is not a dict.
     """
     if not isinstance(batch, Mapping):
         raise TypeError(f'batch must be a dict, got {type(batch).__name__}')
+    if default_gsd is not None and (
+        not _is_real(default_gsd) or not 0 < float(default_gsd) < math.inf
+    ):
+        # checked even when the batch has its own GSD: a bad fallback is a bug
+        raise ValueError(
+            'default_gsd must be None or a finite positive number (metres per '
+            f'pixel), got {default_gsd!r}'
+        )
     batch_size = _batch_size(batch)
     device = _batch_device(batch)
     if batch.get(GSD_KEY) is not None:

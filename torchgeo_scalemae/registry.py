@@ -18,16 +18,26 @@ the package that touches them (and timm's registry). :func:`register`:
   entries it expects, that the public functions read these very dicts) and raises
   :class:`RegistryError` otherwise; a TorchGeo outside the tested version range only
   warns when the structure checks pass;
-- is idempotent and thread-safe.
+- is idempotent and thread-safe;
+- makes :func:`~torchgeo.models.get_model_weights` of a registered name without
+  weights (for example ``'scalemae_vit_base_patch16'``) raise :class:`NoWeightsError`,
+  a :class:`KeyError` like TorchGeo's own for its weightless models, whose message
+  names the model and lists the names that have weights. For that, after filling
+  ``_model_weights`` in place, the first registration rebinds
+  ``torchgeo.models.api._model_weights`` to a ``dict`` subclass holding the same
+  entries in the same order, whose only difference is that message.
 
 ``import torchgeo_scalemae`` calls :func:`register`; the start-up hook (see
 ``docs/user/registry.rst``) does so as soon as ``torchgeo.models`` or
-``torchgeo.tasks`` is imported.
+``torchgeo.tasks`` is imported. When the hook imports the package because ``timm`` was
+imported, :func:`register` fills timm's registry only (TorchGeo is not imported) and
+sets :data:`torchgeo_deferred`; the hook's TorchGeo trigger then calls it again.
 
 .. versionadded:: 0.1
 """
 
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Mapping
@@ -47,9 +57,11 @@ __all__ = (
     'TORCHGEO_MODELS',
     'TORCHGEO_WEIGHTS',
     'WEIGHT_ENUMS',
+    'NoWeightsError',
     'RegistryError',
     'is_registered',
     'register',
+    'torchgeo_deferred',
 )
 
 #: TorchGeo versions whose private tables this module was written and tested against:
@@ -92,8 +104,13 @@ TIMM_MODELS: Mapping[str, Callable[..., nn.Module]] = MappingProxyType(
 )
 
 _PACKAGE = __name__.split('.')[0]
+_HOOK = '_torchgeo_scalemae_autoregister'
 _lock = threading.RLock()
 _registered = False
+
+#: True after a timm-only registration (the start-up hook imported the package for a
+#: ``timm`` import) until TorchGeo's tables are filled as well.
+torchgeo_deferred = False
 
 
 class RegistryError(RuntimeError):
@@ -101,6 +118,44 @@ class RegistryError(RuntimeError):
 
     .. versionadded:: 0.1
     """
+
+
+class NoWeightsError(KeyError):
+    """``get_model_weights`` of a registered Scale-MAE name that has no weights.
+
+    A :class:`KeyError`, as TorchGeo raises for its own weightless models, so code that
+    catches ``KeyError`` keeps working; the message names the model and lists the names
+    of :data:`TORCHGEO_WEIGHTS`.
+    """
+
+    def __str__(self) -> str:
+        """The message itself (a plain KeyError shows the repr of its argument)."""
+        return str(self.args[0]) if self.args else ''
+
+
+def _no_weights_error(key: object) -> KeyError:
+    """The error of a ``_model_weights`` look-up that found nothing."""
+    name = key if isinstance(key, str) else getattr(key, '__name__', None)
+    ours = isinstance(name, str) and name in TORCHGEO_MODELS
+    if ours and (key is name or TORCHGEO_MODELS[str(name)] is key):
+        return NoWeightsError(
+            f'torchgeo-scalemae model {name!r} has no released weights (build it '
+            f'with weights=None); models with weights: {sorted(TORCHGEO_WEIGHTS)}'
+        )
+    return KeyError(key)
+
+
+class _ModelWeights(dict[Any, Any]):
+    """TorchGeo's ``_model_weights`` table; a miss on one of our names explains itself.
+
+    Same items and the same ``KeyError`` for every other key: only the message of our
+    weightless names changes (:class:`NoWeightsError`).
+    """
+
+    _torchgeo_scalemae_table = True
+
+    def __missing__(self, key: object) -> Any:
+        raise _no_weights_error(key)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -221,6 +276,11 @@ def _register_torchgeo(api: Any) -> None:
         for key in (builder, name):
             if api._model_weights.get(key) is not enum:
                 api._model_weights[key] = enum
+    if not getattr(type(api._model_weights), '_torchgeo_scalemae_table', False):
+        # filled in place first (a reference held elsewhere sees our entries too);
+        # get_model_weights reads the module global at call time: the same entries in
+        # a dict whose misses on our weightless names name the model (NoWeightsError)
+        api._model_weights = _ModelWeights(api._model_weights)
 
 
 def _check_timm() -> None:
@@ -267,7 +327,11 @@ def register() -> None:
     so TorchGeo's ``Classification``, ``MAE``, ``MoCo``, ``SimCLR`` and ``BYOL`` tasks
     accept them as ``model``.
 
-    All checks run before anything is changed, so a failure registers nothing.
+    All checks run before anything is changed, so a failure registers nothing. When the
+    start-up hook imports the package for a ``timm`` import (see
+    ``docs/user/registry.rst``), only timm's registry is filled, without importing
+    TorchGeo, and :data:`torchgeo_deferred` is set; the hook's ``torchgeo.models``
+    trigger calls this function again to fill TorchGeo's tables.
 
     Raises:
         RegistryError: if a name or weight string is taken by TorchGeo or timm, or
@@ -275,14 +339,25 @@ def register() -> None:
 
     .. versionadded:: 0.1
     """
-    global _registered
+    global _registered, torchgeo_deferred
     with _lock:
+        if not _registered and _for_timm_only():
+            _check_timm()
+            _register_timm()
+            torchgeo_deferred = True
+            return
+        torchgeo_deferred = False  # before importing torchgeo: no second hook call
         api = _torchgeo_api()
         _check_torchgeo(api)
         _check_timm()
         _register_torchgeo(api)
         _register_timm()
         _registered = True
+
+
+def _for_timm_only() -> bool:
+    """Whether the start-up hook is importing the package for a ``timm`` import."""
+    return bool(getattr(sys.modules.get(_HOOK), 'importing_for_timm', False))
 
 
 def is_registered() -> bool:
@@ -293,10 +368,13 @@ def is_registered() -> bool:
 
     .. versionadded:: 0.1
     """
-    if not _registered:
-        return False
+    # imported first: after a timm-only registration the start-up hook's TorchGeo
+    # trigger completes the registration during this import
     import timm.models
     from torchgeo.models import api
+
+    if not _registered:
+        return False
 
     return (
         all(api._model.get(n) is b for n, b in TORCHGEO_MODELS.items())

@@ -118,3 +118,53 @@ def test_encoder_features_pooling() -> None:
     )
     with pytest.raises(ValueError, match='pool'):
         encoder_features(enc, x, res, 'max')  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ('kwargs', 'error', 'match'),
+    [
+        ({'model': None}, TypeError, 'model must be an encoder name'),
+        ({'model': 3}, TypeError, 'got 3'),
+        ({'model': ''}, ValueError, "got ''"),
+        ({'model': 'no_such_net'}, ValueError, "unknown encoder model 'no_such_net'"),
+        ({'in_channels': 'abc'}, TypeError, "in_channels must be an int, got 'abc'"),
+        ({'in_channels': 2.5}, TypeError, 'got 2.5'),
+        ({'in_channels': 0}, ValueError, 'got 0'),
+        (
+            {'model_kwargs': 'abc'},
+            TypeError,
+            "model_kwargs must be a mapping or None, got 'abc'",
+        ),
+        ({'model_kwargs': [1]}, TypeError, r'got \[1\]'),
+    ],
+)
+def test_build_encoder_names_bad_arguments(
+    kwargs: dict[str, Any], error: type, match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        build_encoder(**{'model': 'scalemae_vit_tiny_patch16', **kwargs})
+
+
+@pytest.mark.parametrize('encoder', [None, 'abc'])
+def test_encoder_functions_need_a_module(encoder: Any) -> None:
+    with pytest.raises(TypeError, match=r'encoder must be a torch\.nn\.Module, got'):
+        load_encoder_weights(encoder, None)
+    with pytest.raises(TypeError, match=r'encoder must be a torch\.nn\.Module, got'):
+        encoder_features(encoder, torch.rand(1, 3, 32, 32))
+
+
+@pytest.mark.parametrize(
+    ('images', 'error', 'match'),
+    [
+        (None, TypeError, r'images must be a \(B, C, H, W\) tensor, got None'),
+        (torch.rand(3, 32, 32), ValueError, r'shape \(3, 32, 32\)'),
+        (torch.rand(0, 3, 32, 32), ValueError, r'shape \(0, 3, 32, 32\)'),
+        (torch.ones(1, 3, 32, 32, dtype=torch.uint8), ValueError, 'torch.uint8'),
+    ],
+)
+def test_encoder_features_rejects_bad_images(
+    images: Any, error: type, match: str
+) -> None:
+    encoder = build_encoder('scalemae_vit_tiny_patch16')
+    with pytest.raises(error, match=match):
+        encoder_features(encoder, images)

@@ -192,3 +192,72 @@ def test_shape_errors() -> None:
         )
     with pytest.raises(ValueError, match='integers'):
         knn_scores(torch.randn(3, 4), torch.randn(5, 4), torch.zeros(5), 2)
+
+
+def _knn_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return torch.rand(4, 8), torch.rand(10, 8), torch.arange(10) % 3
+
+
+@pytest.mark.parametrize('name', ['query', 'bank', 'bank_labels'])
+@pytest.mark.parametrize('bad', [None, 'abc', [1.0, 2.0]])
+def test_knn_rejects_non_tensors(name: str, bad: object) -> None:
+    query, bank, labels = _knn_inputs()
+    inputs = {'query': query, 'bank': bank, 'bank_labels': labels, name: bad}
+    with pytest.raises(TypeError, match=rf'{name} must be a tensor of shape .*got'):
+        knn_scores(num_classes=3, k=3, **inputs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ('kwargs', 'error', 'match'),
+    [
+        ({'k': float('inf')}, TypeError, 'k must be an int >= 1, got inf'),
+        ({'k': 2.5}, TypeError, 'got 2.5'),
+        ({'num_classes': float('nan')}, TypeError, 'num_classes must be an int'),
+        ({'num_classes': 0}, ValueError, 'num_classes must be >= 1, got 0'),
+        ({'query_chunk_size': float('nan')}, TypeError, 'query_chunk_size'),
+        ({'bank_chunk_size': float('inf')}, TypeError, 'bank_chunk_size'),
+        ({'temperature': float('inf')}, ValueError, 'finite and > 0, got inf'),
+        ({'temperature': float('nan')}, ValueError, 'got nan'),
+        (
+            {'temperature': 'abc'},
+            TypeError,
+            "temperature must be a number > 0, got 'abc'",
+        ),
+    ],
+)
+def test_knn_rejects_bad_numbers(
+    kwargs: dict[str, object], error: type, match: str
+) -> None:
+    query, bank, labels = _knn_inputs()
+    arguments: dict[str, object] = {'num_classes': 3, 'k': 3, **kwargs}
+    with pytest.raises(error, match=match):
+        knn_scores(query, bank, labels, **arguments)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize('name', ['query', 'bank'])
+@pytest.mark.parametrize('value', [float('nan'), float('inf')])
+def test_knn_rejects_non_finite_features(name: str, value: float) -> None:
+    query, bank, labels = _knn_inputs()
+    (query if name == 'query' else bank)[1, 2] = value
+    with pytest.raises(ValueError, match=f'{name} holds NaN or infinite features'):
+        knn_topk(query, bank, 3)
+    with pytest.raises(ValueError, match=f'{name} holds NaN or infinite features'):
+        knn_predict(query, bank, labels, 3, 3)
+
+
+@pytest.mark.parametrize(
+    ('labels', 'match'),
+    [
+        (None, 'query_labels must be a tensor'),
+        (torch.rand(4), 'query_labels must be integers, got torch.float32'),
+        (
+            torch.tensor([0, 1, 2, 3]),
+            r'query_labels must lie in \[0, 3\), got .*\[0, 3\]',
+        ),
+        (torch.tensor([0, -1, 2, 1]), r'got values in \[-1, 2\]'),
+    ],
+)
+def test_knn_accuracy_checks_query_labels(labels: object, match: str) -> None:
+    query, bank, bank_labels = _knn_inputs()
+    with pytest.raises((TypeError, ValueError), match=match):
+        knn_accuracy(query, labels, bank, bank_labels, 3, 3)  # type: ignore[arg-type]

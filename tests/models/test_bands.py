@@ -66,3 +66,39 @@ def test_bad_inputs() -> None:
         low_band_target(torch.randn(1, 3, 8, 8), (0, 4))
     with pytest.raises(ValueError, match='pred_low'):
         recombine_bands(torch.randn(3, 8, 8), torch.randn(1, 3, 16, 16), 2)
+
+
+@pytest.mark.parametrize(
+    ('target', 'error', 'match'),
+    [
+        (None, TypeError, 'got NoneType'),
+        ([[1.0]], TypeError, 'got list'),
+        (torch.ones(2, 3, 8, 8, dtype=torch.long), ValueError, 'torch.int64'),
+        (torch.ones(0, 3, 8, 8), ValueError, r'empty: shape \(0, 3, 8, 8\)'),
+        (torch.ones(3, 8, 8), ValueError, r'\(B, C, H, W\), got \(3, 8, 8\)'),
+    ],
+)
+def test_band_targets_reject_bad_targets(
+    target: object, error: type, match: str
+) -> None:
+    for call in (
+        lambda: low_band_target(target, 4),  # type: ignore[arg-type]
+        lambda: high_band_target(target, 4),  # type: ignore[arg-type]
+        lambda: recombine_bands(target, torch.ones(2, 3, 16, 16), 4),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(error, match=match):
+            call()
+
+
+@pytest.mark.parametrize('size', ['abc', 1.5, float('nan'), float('inf'), 0, -1, (4,)])
+def test_band_sizes_name_the_bad_value(size: object) -> None:
+    x = torch.rand(1, 3, 16, 16)
+    with pytest.raises(ValueError, match=r'output_size must be .*got'):
+        low_band_target(x, size)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r'blur must be .*got'):
+        high_band_target(x, size)  # type: ignore[arg-type]
+
+
+def test_recombine_bands_checks_batch_and_channels() -> None:
+    with pytest.raises(ValueError, match=r'same batch and channel sizes'):
+        recombine_bands(torch.rand(2, 3, 8, 8), torch.rand(1, 3, 16, 16), None)

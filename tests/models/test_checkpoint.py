@@ -187,3 +187,45 @@ def test_missing_last_block_of_a_released_width_is_refused() -> None:
     }
     with pytest.raises(ValueError, match='has 23 encoder blocks, but a 1024-wide'):
         scalemae_from_reference_checkpoint(state)
+
+
+@pytest.mark.parametrize('name', [None, 3, ['x']])
+def test_resolve_weights_rejects_non_strings(name: Any) -> None:
+    from torchgeo_scalemae.models import resolve_weights
+
+    with pytest.raises(TypeError, match=r"'Class.MEMBER' string, got"):
+        resolve_weights(name)
+
+
+@pytest.mark.parametrize('bad', [None, 'abc', [1], 3])
+def test_state_dict_helpers_name_bad_arguments(bad: Any) -> None:
+    from torchgeo_scalemae.models import (
+        extract_encoder_state_dict,
+        load_encoder_state_dict,
+        scalemae_vit_tiny_patch16,
+    )
+    from torchgeo_scalemae.models.checkpoint import encoder_keys_for
+
+    encoder = scalemae_vit_tiny_patch16()
+    state = encoder.state_dict()
+    with pytest.raises(TypeError, match=r'checkpoint must be a mapping'):
+        extract_encoder_state_dict(bad, encoder)
+    with pytest.raises(TypeError, match=r'state_dict must be a mapping'):
+        encoder_keys_for(encoder, bad)
+    with pytest.raises(TypeError, match=r'state_dict must be a mapping'):
+        load_encoder_state_dict(encoder, bad)
+    with pytest.raises(TypeError, match=r'args must be a mapping'):
+        reference_args_to_config(bad)
+    if bad is not None and not isinstance(bad, str):
+        return
+    with pytest.raises(TypeError, match=r'encoder must be a torch.nn.Module, got'):
+        extract_encoder_state_dict(state, bad)
+    with pytest.raises(TypeError, match=r'model must be a torch.nn.Module, got'):
+        encoder_keys_for(bad, state)
+    with pytest.raises(TypeError, match=r'model must be a torch.nn.Module, got'):
+        load_encoder_state_dict(bad, state)
+
+
+def test_reference_args_to_config_accepts_a_namespace() -> None:
+    args = argparse.Namespace(model='mae_vit_base_patch16', input_size=224)
+    assert reference_args_to_config(args) == reference_args_to_config(vars(args))

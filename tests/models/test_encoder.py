@@ -332,3 +332,34 @@ def test_forward_intermediates_indices_validated() -> None:
         ValueError, match=r'indices=3 \(the last n blocks\) must be in 1..2'
     ):
         model.forward_intermediates(x, indices=3)
+
+
+@pytest.mark.parametrize('num_patches', ['abc', [4], 4.0, float('inf'), 0, -3, True])
+def test_check_mask_ratio_rejects_bad_num_patches(num_patches: Any) -> None:
+    from torchgeo_scalemae.models.encoder import check_mask_ratio
+
+    with pytest.raises(ValueError, match='num_patches must be a positive int'):
+        check_mask_ratio(0.5, num_patches)
+
+
+@pytest.mark.parametrize(
+    ('x', 'match'),
+    [
+        (None, 'got NoneType'),
+        ('abc', 'got str'),
+        (torch.ones(2, 4), r'got \(2, 4\)'),
+        (torch.ones(0, 4, 64), r'non-empty floating-point tokens, got torch.float32'),
+        (torch.ones(2, 4, 64, dtype=torch.long), 'torch.int64'),
+    ],
+)
+def test_random_masking_rejects_bad_tokens(x: Any, match: str) -> None:
+    encoder = scalemae_vit_tiny_patch16()
+    with pytest.raises(ValueError, match=match):
+        encoder.random_masking(x, 0.5)
+
+
+@pytest.mark.parametrize('x', [None, 'abc', [1.0, 2.0]])
+def test_forward_intermediates_rejects_non_tensors(x: Any) -> None:
+    encoder = scalemae_vit_tiny_patch16()
+    with pytest.raises(ValueError, match=r'expected images of shape \(B, C, H, W\)'):
+        encoder.forward_intermediates(x)

@@ -132,3 +132,20 @@ def test_module_cast_keeps_float32_frequencies() -> None:
     out = enc(torch.tensor([3.0, 7.5]), (5, 4))
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize(
+    'grid_size',
+    ['ab', 'abc', 4, None, 1.5, (1.5, 2), (0, 2), (-1, 2), (2, 3, 4), (True, 2)],
+)
+def test_forward_rejects_bad_grid_sizes(grid_size: object) -> None:
+    embed = GSDPositionalEmbedding(8)
+    with pytest.raises(ValueError, match=r'grid_size must be a pair \(H, W\)'):
+        embed(torch.ones(2), grid_size, 2)  # type: ignore[arg-type]
+
+
+def test_forward_accepts_lists_and_torch_sizes() -> None:
+    embed = GSDPositionalEmbedding(8)
+    a = embed(torch.ones(2), [2, 3], 2)  # type: ignore[arg-type]
+    b = embed(torch.ones(2), torch.Size([2, 3]), 2)
+    assert a.shape == b.shape == (2, 7, 8) and torch.equal(a, b)

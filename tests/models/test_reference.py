@@ -121,3 +121,9 @@ def test_converter_rejects_what_is_not_a_state_dict() -> None:
         convert_reference_state_dict([('cls_token', torch.zeros(1))])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"these are not: \['cls_token'\]"):
         convert_reference_state_dict({'cls_token': [0.0]})
+
+
+@pytest.mark.parametrize('key', [None, 3, ['cls_token']])
+def test_reference_key_to_ours_rejects_non_strings(key: Any) -> None:
+    with pytest.raises(TypeError, match=r'key must be a state-dict key \(str\), got'):
+        reference_key_to_ours(key)

@@ -2,6 +2,8 @@
 
 """Atomic checkpoint writes (``torchgeo_scalemae.tasks._checkpoint``)."""
 
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +88,77 @@ def test_checkpoint_io_loads_what_it_saved(tmp_path: Path) -> None:
     io.save_checkpoint({'state_dict': {'w': torch.ones(2)}}, tmp_path / 'c.ckpt')
     loaded = io.load_checkpoint(tmp_path / 'c.ckpt')
     assert torch.equal(loaded['state_dict']['w'], torch.ones(2))
+
+
+@pytest.mark.parametrize('where', ['write', 'fsync'])
+def test_full_disk_says_so_and_keeps_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    path = tmp_path / 'checkpoints' / 'last.ckpt'
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({'state_dict': {'w': torch.ones(3)}, 'step': 1}, path)
+    real_save = torch.save
+
+    def full_save(obj: object, f: Any, *args: object, **kwargs: object) -> None:
+        f.write(b'PK partial bytes')  # the disk fills up part-way through
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def full_fsync(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if where == 'write':
+        monkeypatch.setattr(torch, 'save', full_save)
+    else:
+        monkeypatch.setattr(torch, 'save', real_save)
+        monkeypatch.setattr(os, 'fsync', full_fsync)
+    with pytest.raises(OSError, match='no space left on the device') as info:
+        io.save_checkpoint({'state_dict': {'w': torch.zeros(3)}, 'step': 2}, path)
+    monkeypatch.undo()
+    message = str(info.value)
+    assert info.value.errno == errno.ENOSPC
+    assert str(path) in message and 'MiB free' in message
+    assert 'previous checkpoint' in message and 'is unchanged' in message
+    assert isinstance(info.value.__cause__, OSError)
+    # the previous last.ckpt is intact and loads; no temporary file is left
+    state = io.load_checkpoint(path)
+    assert state['step'] == 1 and torch.equal(state['state_dict']['w'], torch.ones(3))
+    assert sorted(p.name for p in path.parent.iterdir()) == ['last.ckpt']
+
+
+def test_full_disk_on_first_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full_save(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, 'No space left on device')
+
+    monkeypatch.setattr(torch, 'save', full_save)
+    with pytest.raises(OSError, match='no checkpoint was written there'):
+        atomic_torch_save({'step': 1}, tmp_path / 'last.ckpt')
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_write_errors_propagate_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error = OSError(errno.EIO, 'Input/output error')
+
+    def broken_save(obj: object, f: object, *args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(torch, 'save', broken_save)
+    with pytest.raises(OSError) as info:
+        atomic_torch_save({'step': 1}, tmp_path / 'last.ckpt')
+    assert info.value is error
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('path', ['', None, 3])
+def test_atomic_save_rejects_bad_paths(path: Any) -> None:
+    with pytest.raises(TypeError, match='path must be a non-empty file path, got'):
+        atomic_torch_save({'step': 1}, path)
+
+
+def test_atomic_save_refuses_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError, match=f'{tmp_path} is a directory'):
+        atomic_torch_save({'step': 1}, tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -1,5 +1,7 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
+from typing import Any
+
 import kornia.augmentation as K
 import pytest
 import torch
@@ -454,3 +456,78 @@ def test_crop_uses_only_public_module_and_kornia_apis() -> None:
     params = GSDRandomResizedCrop(16).crop.forward_parameters((2, 2, 64, 64))
     w = params['src'][:, 1, 0] - params['src'][:, 0, 0] + 1
     assert torch.allclose(out['gsd'], torch.tensor([1.0, 2.0]) * w / 16)
+
+
+# ------------------------------------------------------- no host-device sync
+def _device_batch(device: str, gsd_key: bool = True) -> dict[str, Tensor]:
+    """A batch whose tensors all live on ``device`` (bounds and transform too)."""
+    bounds = torch.tensor([[0.0, 32.0, 0.5, 0.0, 32.0, 0.5, 0.0, 1.0, 1.0]] * 2)
+    transform = torch.tensor([[0.5, 0.0, 0.0, 0.0, -0.5, 32.0, 0.0, 0.0, 1.0]] * 2)
+    batch = {
+        'image': torch.randn(2, 3, 32, 32, device=device),
+        'mask': torch.zeros(2, 32, 32, dtype=torch.long, device=device),
+        'bounds': bounds.to(device),
+        'transform': transform.to(device),
+    }
+    if gsd_key:
+        batch['gsd'] = torch.full((2,), 0.5, device=device)
+    return batch
+
+
+def _check_on(out: dict[str, Tensor], device: str) -> None:
+    assert out['image'].shape == (2, 3, 16, 16) and out['mask'].shape == (2, 16, 16)
+    for key in ('image', 'gsd', 'mask', 'bounds', 'transform'):
+        assert out[key].device.type == device, key
+
+
+@pytest.mark.parametrize('gsd_key', [True, False])
+@pytest.mark.parametrize(
+    'make',
+    [
+        lambda: GSDResize(16, validate=False),
+        lambda: GSDResize(16, antialias=False, align_corners=True, validate=False),
+        lambda: GSDResize(16, interpolation='nearest', validate=False),
+        lambda: GSDCenterCrop(16, validate=False),
+    ],
+    ids=['resize', 'resize-reference', 'resize-nearest', 'center-crop'],
+)
+def test_cuda_resize_and_center_crop_never_synchronise(
+    make: Any, gsd_key: bool
+) -> None:
+    # fake CUDA tensors carry no data: any device-to-host read (.item(), bool(t),
+    # .tolist(), nonzero) raises instead of running (tests/models/fake_cuda.py)
+    from tests.models.fake_cuda import fake_cuda
+
+    transform = make()
+    with fake_cuda(nn.Identity()):
+        out = transform(_device_batch('cuda', gsd_key))
+        _check_on(out, 'cuda')
+
+
+@pytest.mark.parametrize('gsd_key', [True, False])
+@pytest.mark.parametrize('resample', ['bicubic', 'nearest'])
+@pytest.mark.parametrize('align_corners', [False, True])
+def test_random_resized_crop_never_reads_device_values(
+    resample: str, align_corners: bool, gsd_key: bool
+) -> None:
+    # kornia draws and slices the boxes on the CPU, which fake tensors cannot run
+    # (they have no values), so the device is 'meta' here: like fake CUDA, a meta
+    # tensor has no data and every read of its values raises, while the CPU-side
+    # box sampling runs for real
+    transform = GSDRandomResizedCrop(
+        16, resample=resample, align_corners=align_corners, validate=False
+    )
+    out = transform(_device_batch('meta', gsd_key))
+    _check_on(out, 'meta')
+    unbatched = {'image': torch.randn(3, 32, 32, device='meta')}
+    unbatched['gsd'] = torch.tensor(0.5, device='meta')
+    assert transform(unbatched)['image'].shape == (3, 16, 16)
+
+
+@pytest.mark.parametrize(
+    'transform', [GSDRandomResizedCrop(16), GSDResize(16), GSDCenterCrop(16)], ids=type
+)
+def test_validation_is_the_one_device_read(transform: nn.Module) -> None:
+    # the meta device does catch reads: validate=True checks the GSD values
+    with pytest.raises((RuntimeError, NotImplementedError), match='meta'):
+        transform(_device_batch('meta'))

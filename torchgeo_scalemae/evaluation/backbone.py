@@ -63,10 +63,20 @@ def build_encoder(
         The encoder, with ``num_classes=0``.
 
     Raises:
-        ValueError: If *in_channels* is below 1.
+        TypeError: If *model* is not a string, *in_channels* not an int or
+            *model_kwargs* not a mapping.
+        ValueError: If *model* is empty or unknown, or *in_channels* is below 1.
     """
+    if not isinstance(model, str) or not model:
+        raise (TypeError if not isinstance(model, str) else ValueError)(
+            f'model must be an encoder name (str), got {model!r}'
+        )
+    if isinstance(in_channels, bool) or not isinstance(in_channels, int):
+        raise TypeError(f'in_channels must be an int, got {in_channels!r}')
     if in_channels < 1:
         raise ValueError(f'in_channels must be >= 1, got {in_channels}')
+    if model_kwargs is not None and not isinstance(model_kwargs, Mapping):
+        raise TypeError(f'model_kwargs must be a mapping or None, got {model_kwargs!r}')
     kwargs: dict[str, Any] = {'num_classes': 0, 'in_chans': in_channels}
     kwargs.update(model_kwargs or {})
     if model == 'scalemae_vit':
@@ -79,6 +89,11 @@ def build_encoder(
     if callable(builder):
         encoder: nn.Module = builder(**kwargs)
         return encoder
+    if ':' not in model and not timm.is_model(model):  # 'hf-hub:...' goes to timm
+        raise ValueError(
+            f'unknown encoder model {model!r}: not a torchgeo_scalemae builder, '
+            "'scalemae_vit', nor a timm model (timm.list_models() lists those)"
+        )
     try:
         return timm.create_model(model, dynamic_img_size=True, **kwargs)
     except TypeError:
@@ -103,9 +118,15 @@ def load_encoder_weights(
         The same encoder.
 
     Raises:
+        TypeError: If *encoder* is not a torch module.
         ValueError: If the weights miss encoder parameters or have wrong shapes.
         FileNotFoundError: If *weights* looks like a path but does not exist.
     """
+    if not isinstance(encoder, nn.Module):
+        raise TypeError(
+            f'encoder must be a torch.nn.Module, got {type(encoder).__name__}: '
+            f'{encoder!r:.80}'
+        )
     if weights is None or isinstance(weights, bool):
         return encoder
     state_dict = extract_encoder_state_dict(load_weights(weights), encoder)
@@ -160,10 +181,24 @@ def encoder_features(
         float32 features (B, D).
 
     Raises:
-        ValueError: For an unknown *pool*.
+        TypeError: If *encoder* is not a torch module or *images* not a tensor.
+        ValueError: For an unknown *pool*, or images that are not a non-empty
+            floating-point (B, C, H, W) tensor.
     """
     if pool not in ('token', 'mean'):
         raise ValueError(f"pool must be 'token' or 'mean', got {pool!r}")
+    if not isinstance(encoder, nn.Module):
+        raise TypeError(
+            f'encoder must be a torch.nn.Module, got {type(encoder).__name__}: '
+            f'{encoder!r:.80}'
+        )
+    if not isinstance(images, Tensor):
+        raise TypeError(f'images must be a (B, C, H, W) tensor, got {images!r:.80}')
+    if images.ndim != 4 or images.numel() == 0 or not images.is_floating_point():
+        raise ValueError(
+            'images must be a non-empty floating-point (B, C, H, W) tensor, got '
+            f'{images.dtype} of shape {tuple(images.shape)}'
+        )
     if isinstance(encoder, ScaleMAEEncoder):
         tokens = encoder.forward_features(images, res=res)
     else:

@@ -31,7 +31,34 @@ __all__ = ('KNNVote', 'knn_accuracy', 'knn_predict', 'knn_scores', 'knn_topk')
 KNNVote = Literal['weighted', 'majority']
 
 
+def _check_tensor(value: object, name: str, shape: str) -> None:
+    """Raise a TypeError naming ``value`` unless it is a tensor."""
+    if not isinstance(value, Tensor):
+        raise TypeError(
+            f'{name} must be a tensor of shape {shape}, got {type(value).__name__}: '
+            f'{value!r:.60}'
+        )
+
+
+def _check_int(value: object, name: str) -> None:
+    """Raise unless ``value`` is an int (not a bool) >= 1, naming it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{name} must be an int >= 1, got {value!r}')
+    if value < 1:
+        raise ValueError(f'{name} must be >= 1, got {value}')
+
+
+def _check_finite(features: Tensor, name: str) -> None:
+    """Raise if ``features`` holds NaN or infinite values (one device read)."""
+    if features.is_floating_point() and not bool(torch.isfinite(features).all()):
+        raise ValueError(
+            f'{name} holds NaN or infinite features: every similarity would be '
+            'undefined; check the encoder outputs'
+        )
+
+
 def _check_features(query: Tensor, bank: Tensor, bank_labels: Tensor) -> None:
+    _check_tensor(bank_labels, 'bank_labels', '(N,)')
     if query.ndim != 2:
         raise ValueError(f'query must have shape (Q, D), got {tuple(query.shape)}')
     if bank.ndim != 2:
@@ -52,8 +79,7 @@ def _check_features(query: Tensor, bank: Tensor, bank_labels: Tensor) -> None:
 
 
 def _check_chunk(name: str, value: int) -> None:
-    if value < 1:
-        raise ValueError(f'{name} must be >= 1, got {value}')
+    _check_int(value, name)
 
 
 def _chunk_topk(sim: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -111,21 +137,26 @@ def knn_topk(
         decreasing order and int64 indices into *bank*.
 
     Raises:
-        ValueError: If shapes are inconsistent, *k* or a chunk size is below 1, or
-            the bank is empty.
+        TypeError: If *query* or *bank* is not a tensor, or *k* or a chunk size is
+            not an int.
+        ValueError: If shapes are inconsistent, *k* or a chunk size is below 1, the
+            bank is empty, or a feature is NaN or infinite.
     """
+    _check_tensor(query, 'query', '(Q, D)')
+    _check_tensor(bank, 'bank', '(N, D)')
     if query.ndim != 2 or bank.ndim != 2 or query.shape[1] != bank.shape[1]:
         raise ValueError(
             'query (Q, D) and bank (N, D) must be 2-D with the same D, got '
             f'{tuple(query.shape)} and {tuple(bank.shape)}'
         )
-    if k < 1:
-        raise ValueError(f'k must be >= 1, got {k}')
+    _check_int(k, 'k')
     _check_chunk('query_chunk_size', query_chunk_size)
     _check_chunk('bank_chunk_size', bank_chunk_size)
     num_bank = bank.shape[0]
     if num_bank == 0:
         raise ValueError('bank is empty: at least one bank sample is needed')
+    _check_finite(query, 'query')
+    _check_finite(bank, 'bank')
     k = min(k, num_bank)
     query = query.float()
     bank = bank.float()
@@ -199,14 +230,20 @@ def knn_scores(
         Vote shares, float32, shape (Q, C), rows summing to 1.
 
     Raises:
+        TypeError: If an input is not a tensor, or *num_classes*, *k*, a chunk size
+            or *temperature* is not a number of the right kind.
         ValueError: On inconsistent shapes, labels outside ``[0, num_classes)``, a
-            non-positive *temperature* or *num_classes*, or an unknown *vote*.
+            non-positive or infinite *temperature*, *num_classes* below 1, an unknown
+            *vote*, or NaN or infinite features.
     """
+    _check_tensor(query, 'query', '(Q, D)')
+    _check_tensor(bank, 'bank', '(N, D)')
     _check_features(query, bank, bank_labels)
-    if num_classes < 1:
-        raise ValueError(f'num_classes must be >= 1, got {num_classes}')
-    if not temperature > 0:
-        raise ValueError(f'temperature must be > 0, got {temperature}')
+    _check_int(num_classes, 'num_classes')
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise TypeError(f'temperature must be a number > 0, got {temperature!r}')
+    if not 0 < temperature < float('inf'):
+        raise ValueError(f'temperature must be finite and > 0, got {temperature}')
     if vote not in ('weighted', 'majority'):
         raise ValueError(f"vote must be 'weighted' or 'majority', got {vote!r}")
     if bank_labels.numel() and (
@@ -315,14 +352,28 @@ def knn_accuracy(
         Fraction of queries whose predicted class equals their label, in [0, 1].
 
     Raises:
-        ValueError: If there are no queries or *query_labels* has the wrong shape.
+        TypeError: If an input is not a tensor (see :func:`knn_scores`).
+        ValueError: If there are no queries, *query_labels* has the wrong shape, is
+            not integer or lies outside ``[0, num_classes)``, or as
+            :func:`knn_scores`.
     """
+    _check_tensor(query, 'query', '(Q, D)')
+    _check_tensor(query_labels, 'query_labels', '(Q,)')
     if query.ndim != 2 or query.shape[0] == 0:
         raise ValueError(f'query must have shape (Q, D), Q >= 1, got {query.shape}')
     if query_labels.shape != (query.shape[0],):
         raise ValueError(
             f'query_labels must have shape ({query.shape[0]},), '
             f'got {tuple(query_labels.shape)}'
+        )
+    if query_labels.dtype.is_floating_point or query_labels.dtype == torch.bool:
+        raise ValueError(f'query_labels must be integers, got {query_labels.dtype}')
+    _check_int(num_classes, 'num_classes')
+    low, high = int(query_labels.min()), int(query_labels.max())
+    if low < 0 or high >= num_classes:
+        raise ValueError(
+            f'query_labels must lie in [0, {num_classes}), got values in '
+            f'[{low}, {high}]'
         )
     pred = knn_predict(
         query,

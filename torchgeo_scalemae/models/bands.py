@@ -17,20 +17,27 @@ everything but the coarsest 1/64 of the spectrum; on a 128-px target, 1/18).
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._sizes import to_size
+
 __all__ = ('high_band_target', 'low_band_target', 'recombine_bands')
 
 
 def _size(value: int | tuple[int, int], name: str) -> tuple[int, int]:
-    """Normalise a size to (h, w) and check that it is positive."""
-    h, w = (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-    if h <= 0 or w <= 0:
-        raise ValueError(f'{name} must be positive, got {value}')
-    return h, w
+    """Normalise a size to (h, w): positive ints (TypeError/ValueError naming it)."""
+    return to_size(value, name)
 
 
 def _check_image(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f'{name} must be a (B, C, H, W) tensor, got {type(x).__name__}: {x!r:.60}'
+        )
     if x.ndim != 4:
         raise ValueError(f'{name} must have shape (B, C, H, W), got {tuple(x.shape)}')
+    if not x.is_floating_point():
+        raise ValueError(f'{name} must be a floating-point tensor, got {x.dtype}')
+    if x.numel() == 0:
+        raise ValueError(f'{name} is empty: shape {tuple(x.shape)}')
 
 
 def low_band_target(
@@ -53,7 +60,9 @@ def low_band_target(
         (B, C, h, w) low-band target.
 
     Raises:
-        ValueError: for a target that is not 4-D or a non-positive size.
+        TypeError: for a target that is not a tensor.
+        ValueError: for a target that is not a non-empty floating-point 4-D tensor,
+            or a size that is not a positive int or pair of ints.
     """
     _check_image(target, 'target')
     out = _size(output_size, 'output_size')
@@ -76,7 +85,9 @@ def high_band_target(target: Tensor, blur: int | tuple[int, int] | None) -> Tens
         (B, C, H, W) high-band target.
 
     Raises:
-        ValueError: for a target that is not 4-D or a non-positive blur.
+        TypeError: for a target that is not a tensor.
+        ValueError: for a target that is not a non-empty floating-point 4-D tensor,
+            or a blur that is not a positive int or pair of ints.
     """
     _check_image(target, 'target')
     if blur is None:
@@ -104,10 +115,18 @@ def recombine_bands(
         (B, C, 2H, 2W) recombined image.
 
     Raises:
-        ValueError: for inputs that are not 4-D.
+        TypeError: for inputs that are not tensors.
+        ValueError: for inputs that are not non-empty floating-point 4-D tensors, whose
+            batch or channel sizes differ, or a ``blur`` that is not a positive int or
+            pair of ints.
     """
     _check_image(pred_low, 'pred_low')
     _check_image(pred_high, 'pred_high')
+    if pred_low.shape[:2] != pred_high.shape[:2]:
+        raise ValueError(
+            f'pred_low {tuple(pred_low.shape)} and pred_high {tuple(pred_high.shape)} '
+            'must have the same batch and channel sizes'
+        )
     low = pred_low
     if blur is not None:
         low = F.interpolate(low, size=_size(blur, 'blur'), mode='area')

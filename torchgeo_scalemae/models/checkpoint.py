@@ -59,6 +59,24 @@ _REFERENCE_MODELS: dict[str, tuple[int, int, int, int]] = {
 _HEADS_BY_WIDTH = {64: 4, 768: 12, 1024: 16, 1280: 16}
 
 
+def _check_mapping(value: object, name: str) -> None:
+    """Raise a TypeError naming ``value`` unless it is a mapping (a state dict)."""
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f'{name} must be a mapping (a state dict or checkpoint dict), got '
+            f'{type(value).__name__}: {value!r:.80}'
+        )
+
+
+def _check_module(value: object, name: str) -> None:
+    """Raise a TypeError naming ``value`` unless it is a torch module."""
+    if not isinstance(value, nn.Module):
+        raise TypeError(
+            f'{name} must be a torch.nn.Module, got {type(value).__name__}: '
+            f'{value!r:.80}'
+        )
+
+
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a weight file without unpickling arbitrary objects.
 
@@ -186,8 +204,14 @@ def resolve_weights(name: str) -> WeightsEnum:
         The member.
 
     Raises:
+        TypeError: if *name* is not a string.
         ValueError: naming *name* if it is no known member.
     """
+    if not isinstance(name, str):
+        raise TypeError(
+            f"weights name must be a 'Class.MEMBER' string, got "
+            f'{type(name).__name__}: {name!r}'
+        )
     from torchgeo.models import get_weight
 
     from . import weights as weights_module
@@ -265,8 +289,11 @@ def extract_encoder_state_dict(
         The encoder's state dict (only keys the encoder has, plus ``pos_embed``).
 
     Raises:
+        TypeError: if *checkpoint* is not a mapping or *encoder* not a module.
         ValueError: if no prefix in the checkpoint holds a patch embedding.
     """
+    _check_mapping(checkpoint, 'checkpoint')
+    _check_module(encoder, 'encoder')
     state: Mapping[str, Any] = checkpoint
     for key in ('state_dict', 'model'):
         inner = state.get(key)
@@ -309,7 +336,12 @@ def encoder_keys_for(
     Returns:
         The state dict without the fixed ``pos_embed`` table, and without ``head.*``
         when the model has no head or one of another size.
+
+    Raises:
+        TypeError: if *model* is not a module or *state_dict* not a mapping.
     """
+    _check_module(model, 'model')
+    _check_mapping(state_dict, 'state_dict')
     own = model.state_dict()
     return {
         key: value
@@ -335,8 +367,11 @@ def load_encoder_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) 
         state_dict: encoder state dict in timm's names.
 
     Raises:
+        TypeError: if *model* is not a module or *state_dict* not a mapping.
         RuntimeError: naming the missing and unexpected keys.
     """
+    _check_module(model, 'model')
+    _check_mapping(state_dict, 'state_dict')
     missing, unexpected = model.load_state_dict(
         encoder_keys_for(model, state_dict), strict=False
     )
@@ -409,8 +444,12 @@ def reference_args_to_config(args: Mapping[str, Any]) -> dict[str, Any]:
         Reference-config keyword arguments.
 
     Raises:
+        TypeError: if *args* is neither a mapping nor an ``argparse.Namespace``.
         ValueError: for an unknown ``model`` name.
     """
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    _check_mapping(args, 'args')
     config: dict[str, Any] = {}
     model = args.get('model')
     if model is not None:

@@ -68,7 +68,8 @@ def check_mask_ratio(mask_ratio: float, num_patches: int | None = None) -> float
 
     Raises:
         TypeError: if it is not a real number.
-        ValueError: if it is outside [0, 1) or removes every patch.
+        ValueError: if it is outside [0, 1) or removes every patch, or if
+            ``num_patches`` is not a positive int.
     """
     if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, int | float):
         raise TypeError(
@@ -77,6 +78,15 @@ def check_mask_ratio(mask_ratio: float, num_patches: int | None = None) -> float
         )
     if not 0.0 <= mask_ratio < 1.0:
         raise ValueError(f'mask_ratio must be in [0, 1), got {mask_ratio}')
+    if num_patches is not None and (
+        isinstance(num_patches, bool)
+        or not isinstance(num_patches, int)
+        or num_patches < 1
+    ):
+        raise ValueError(
+            f'num_patches must be a positive int (patches per image), got '
+            f'{num_patches!r}'
+        )
     if num_patches is not None and int(num_patches * (1 - mask_ratio)) < 1:
         raise ValueError(
             f'mask_ratio={mask_ratio} keeps no visible patch of the {num_patches} '
@@ -403,13 +413,18 @@ class ScaleMAEEncoder(VisionTransformer):
         Returns:
             As timm: ``(final_features, intermediates)``, the intermediates alone,
             or a dict.
+
+        Raises:
+            ValueError: for images that are not a non-empty floating-point
+                ``(B, C, H, W)`` tensor of the encoder's channels and patch multiples,
+                a bad ``output_fmt``, block index or ``res``.
         """
         if output_fmt not in ('NCHW', 'NLC'):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        h, w = self._check_input(x)
         take_indices = _block_indices(len(self.blocks), indices)
         max_index = max(take_indices)
         b = x.shape[0]
-        h, w = self._check_input(x)
         x = self._embed(x, res, (h, w))
         blocks = self.blocks if not stop_early else self.blocks[: max_index + 1]
         intermediates: list[Tensor] = []
@@ -463,9 +478,18 @@ class ScaleMAEEncoder(VisionTransformer):
 
         Raises:
             TypeError: for a ratio that is not a number or noise that is no tensor.
-            ValueError: for a ratio outside [0, 1) or that keeps no patch, or noise
+            ValueError: for ``x`` that is not a non-empty floating-point (B, N, D)
+                tensor, a ratio outside [0, 1) or that keeps no patch, or noise
                 of the wrong shape or not finite (checked on the CPU only).
         """
+        if not isinstance(x, Tensor) or x.ndim != 3:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f'x must be (B, N, D) patch tokens, got {shape}')
+        if not x.is_floating_point() or x.numel() == 0:
+            raise ValueError(
+                f'x must be non-empty floating-point tokens, got {x.dtype} of shape '
+                f'{tuple(x.shape)}'
+            )
         b, n, d = x.shape
         check_mask_ratio(mask_ratio, n)
         if noise is not None:

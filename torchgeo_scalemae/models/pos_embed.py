@@ -66,6 +66,22 @@ def check_res(
     return res.reshape(-1).expand(batch_size)
 
 
+def _grid_size(grid_size: tuple[int, int]) -> tuple[int, int]:
+    """``(H, W)`` as ints; any integer-like sizes (symbolic ones under compile)."""
+    message = f'grid_size must be a pair (H, W) of positive ints, got {grid_size!r}'
+    if not isinstance(grid_size, tuple | list) or len(grid_size) != 2:
+        raise ValueError(message)
+    if any(isinstance(v, bool | float) for v in grid_size):
+        raise ValueError(message)
+    try:
+        h, w = int(grid_size[0]), int(grid_size[1])
+    except (TypeError, ValueError) as error:
+        raise ValueError(message) from error
+    if h <= 0 or w <= 0:
+        raise ValueError(message)
+    return h, w
+
+
 def _frequencies(embed_dim: int, device: torch.device | None = None) -> Tensor:
     """The D/4 float32 frequencies ``10000 ** (-k / (D/4))``, as the released code."""
     k = torch.arange(embed_dim // 4, dtype=torch.float32, device=device)
@@ -148,11 +164,11 @@ class GSDPositionalEmbedding(nn.Module):
             float32 tensor of shape (B, 1 + H*W, D); row 0 (the class token) is zero.
 
         Raises:
-            ValueError: for a bad ``res`` (see :func:`check_res`) or grid size.
+            TypeError: for a ``res`` that is neither a float nor a tensor.
+            ValueError: for a bad ``res`` (see :func:`check_res`), or a ``grid_size``
+                that is not a pair of positive ints.
         """
-        h, w = int(grid_size[0]), int(grid_size[1])
-        if h <= 0 or w <= 0:
-            raise ValueError(f'grid_size must be positive, got {tuple(grid_size)}')
+        h, w = _grid_size(grid_size)
         if batch_size is None:
             batch_size = res.numel() if isinstance(res, Tensor) else 1
         omega = self.omega

@@ -52,8 +52,13 @@ def reference_key_to_ours(key: str) -> str | None:
         :data:`UNUSED_REFERENCE_KEYS`.
 
     Raises:
+        TypeError: for a key that is not a string.
         KeyError: for a key the reference layout does not have.
     """
+    if not isinstance(key, str):
+        raise TypeError(
+            f'key must be a state-dict key (str), got {type(key).__name__}: {key!r}'
+        )
     if key in UNUSED_REFERENCE_KEYS:
         return None
     if key == 'cls_token' or key.startswith(ENCODER_PREFIXES[1:]):
