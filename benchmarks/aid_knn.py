@@ -95,7 +95,7 @@ from torchgeo_scalemae.tasks import ScaleMAEPretraining
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / 'shared' / 'data' / 'aid150'
-MAE_MODEL = 'aid_bench_vit_patch16'
+MAE_MODEL = 'aid_bench_vit'
 
 
 def warmup_cosine(
@@ -203,12 +203,10 @@ class CurveCheckpoints(Callback):
 def register_mae_encoder(args: argparse.Namespace) -> None:
     """A timm name for the plain ViT with the benchmark's size (MAE takes a name)."""
 
-    def aid_bench_vit_patch16(
-        pretrained: bool = False, **kwargs: Any
-    ) -> VisionTransformer:
+    def aid_bench_vit(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
         config = {
             'img_size': args.input_size,
-            'patch_size': 16,
+            'patch_size': args.patch_size,
             'embed_dim': args.embed_dim,
             'depth': args.depth,
             'num_heads': args.heads,
@@ -220,11 +218,11 @@ def register_mae_encoder(args: argparse.Namespace) -> None:
             kwargs.pop(key, None)  # timm's factory bookkeeping
         return VisionTransformer(**{**config, **kwargs})
 
-    aid_bench_vit_patch16.__module__ = __name__
+    aid_bench_vit.__module__ = __name__
     from timm.models import is_model
 
     if not is_model(MAE_MODEL):
-        register_model(aid_bench_vit_patch16)
+        register_model(aid_bench_vit)
 
 
 def datamodule(args: argparse.Namespace, batch_size: int) -> ImageFolderGSDDataModule:
@@ -280,6 +278,7 @@ def scalemae_task(args: argparse.Namespace) -> ScaleMAEPretraining:
             'embed_dim': args.embed_dim,
             'depth': args.depth,
             'num_heads': args.heads,
+            'patch_size': args.patch_size,
             'img_size': args.input_size,
         },
     )
@@ -321,7 +320,7 @@ def encoder_for(
         encoder = build_encoder(MAE_MODEL, model_kwargs={'img_size': args.input_size})
     else:
         encoder = build_encoder(
-            'scalemae_vit', model_kwargs={**kwargs, 'patch_size': 16}
+            'scalemae_vit', model_kwargs={**kwargs, 'patch_size': args.patch_size}
         )
     if weights is not None:
         load_encoder_weights(encoder, weights)
@@ -455,6 +454,7 @@ def load_recipe(args: argparse.Namespace) -> None:
     args.embed_dim = int(kwargs.get('embed_dim', args.embed_dim))
     args.depth = int(kwargs.get('depth', args.depth))
     args.heads = int(kwargs.get('num_heads', args.heads))
+    args.patch_size = int(kwargs.get('patch_size', args.patch_size))
     if model.get('lr') is not None:
         args.lr = float(model['lr'])
     if model.get('warmup_steps') is not None:
@@ -486,6 +486,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--embed-dim', type=int, default=192)
     parser.add_argument('--depth', type=int, default=4)
     parser.add_argument('--heads', type=int, default=3)
+    parser.add_argument(
+        '--patch-size', type=int, default=16, help='patch size of both encoders, pixels'
+    )
     parser.add_argument('--mae-decoder-dim', type=int, default=32)
     parser.add_argument(
         '--scales', type=float, nargs='+', default=[150, 112, 75, 48, 32]

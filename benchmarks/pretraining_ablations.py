@@ -78,6 +78,12 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument('--tag', default='run')
     p.add_argument('--seconds', type=float, default=120)
+    p.add_argument(
+        '--steps',
+        type=int,
+        default=None,
+        help='train for this many steps instead of --seconds (cosine over the steps)',
+    )
     p.add_argument('--per-class', type=int, default=100)
     p.add_argument('--batch', type=int, default=32)
     p.add_argument('--size', type=int, default=64)
@@ -97,6 +103,7 @@ def main() -> None:
     p.add_argument('--embed', type=int, default=192)
     p.add_argument('--depth', type=int, default=4)
     p.add_argument('--heads', type=int, default=3)
+    p.add_argument('--patch', type=int, default=16, help='patch size, pixels')
     p.add_argument('--dec-dim', type=int, default=32)
     p.add_argument('--dec-depth', type=int, default=3)
     p.add_argument('--dec-heads', type=int, default=4)
@@ -128,6 +135,7 @@ def main() -> None:
         embed_dim=args.embed,
         depth=args.depth,
         num_heads=args.heads,
+        patch_size=args.patch,
         img_size=args.size,
         decoder_embed_dim=args.dec_dim,
         decoder_depth=args.dec_depth,
@@ -168,9 +176,14 @@ def main() -> None:
         model.train()
         while True:
             elapsed = time.perf_counter() - t_start
-            if elapsed >= args.seconds:
+            if args.steps is not None:
+                if steps >= args.steps:
+                    break
+                frac = steps / args.steps
+            elif elapsed >= args.seconds:
                 break
-            frac = elapsed / args.seconds
+            else:
+                frac = elapsed / args.seconds
             if steps < args.warmup:
                 f = (steps + 1) / args.warmup
             else:
@@ -252,10 +265,10 @@ def main() -> None:
     result.update(accs)
     result['eval_s'] = round(time.perf_counter() - t0, 1)
     result['log'] = log[-3:]
-    print(json.dumps({k: v for k, v in result.items() if k != 'log'}))
+    print(json.dumps({k: v for k, v in result.items() if k != 'log'}, default=str))
     args.results.parent.mkdir(parents=True, exist_ok=True)
     with open(args.results, 'a') as f:
-        f.write(json.dumps(result) + '\n')
+        f.write(json.dumps(result, default=str) + '\n')
 
 
 def band_psnr(model: ScaleMAE, out: ScaleMAEOutput, target: Tensor) -> dict[str, float]:
