@@ -136,3 +136,38 @@ def test_report_prints_paths_and_warns_for_random_weights(
             )
             is None
         )
+
+
+@pytest.mark.parametrize(
+    ('results', 'match'),
+    [
+        (None, 'results must be a sequence of ScaleResult, got NoneType'),
+        ('abc', "got str: 'abc'"),
+        (3, 'got int: 3'),
+        ([1], 'results must hold ScaleResult items, got int: 1'),
+    ],
+)
+def test_tables_and_csv_name_bad_results(
+    results: object, match: str, tmp_path: Path
+) -> None:
+    from torchgeo_scalemae.evaluation.report import (
+        format_segmentation_table,
+        write_segmentation_csv,
+    )
+
+    with pytest.raises(TypeError, match=match):
+        format_table(results)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=match):
+        write_csv(results, tmp_path / 'r.csv')  # type: ignore[arg-type]
+    seg = match.replace('ScaleResult', 'SegmentationScaleResult')
+    with pytest.raises(TypeError, match=seg):
+        format_segmentation_table(results)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=seg):
+        write_segmentation_csv(results, tmp_path / 's.csv')  # type: ignore[arg-type]
+    assert not (tmp_path / 'r.csv').exists()
+
+
+@pytest.mark.parametrize('metadata', ['abc', [1]])
+def test_csv_metadata_must_be_a_mapping(metadata: object, tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match='metadata must be a mapping or None, got'):
+        write_csv([], tmp_path / 'r.csv', metadata)  # type: ignore[arg-type]

@@ -17,14 +17,20 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = (
+    'SEGMENTATION_CSV_FIELDS',
     'ScaleResult',
+    'SegmentationScaleResult',
     'format_gsd',
+    'format_segmentation_table',
     'format_table',
     'metric_name',
     'plot_accuracy_vs_gsd',
+    'plot_miou_vs_gsd',
     'report_scale_results',
+    'report_segmentation_results',
     'weights_label',
     'write_csv',
+    'write_segmentation_csv',
 )
 
 
@@ -59,6 +65,28 @@ class ScaleResult:
         if self.height == self.width:
             return f'{self.height}px'
         return f'{self.height}x{self.width}px'
+
+
+def _check_results(results: object, kind: type, name: str = 'results') -> None:
+    """Raise a TypeError naming the value unless it is a sequence of ``kind``."""
+    if isinstance(results, str | bytes) or not isinstance(results, Sequence):
+        raise TypeError(
+            f'{name} must be a sequence of {kind.__name__}, got '
+            f'{type(results).__name__}: {results!r:.80}'
+        )
+    bad = [r for r in results if not isinstance(r, kind)]
+    if bad:
+        raise TypeError(
+            f'{name} must hold {kind.__name__} items, got {type(bad[0]).__name__}: '
+            f'{bad[0]!r:.80}'
+        )
+
+
+def _check_metadata(metadata: object) -> dict[str, object]:
+    """``metadata`` as a dict, or a TypeError naming it."""
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise TypeError(f'metadata must be a mapping or None, got {metadata!r:.80}')
+    return dict(metadata or {})
 
 
 def format_gsd(gsd: float) -> str:
@@ -102,7 +130,11 @@ def format_table(results: Sequence[ScaleResult], title: str = '') -> str:
 
     Returns:
         The table as a string (no trailing newline).
+
+    Raises:
+        TypeError: If *results* is not a sequence of :class:`ScaleResult`.
     """
+    _check_results(results, ScaleResult)
     header = (
         f'{"scale":>8} {"size":>10} {"GSD (m)":>9} {"res":>8} {"top-1":>7} {"n":>7}'
     )
@@ -133,9 +165,12 @@ def write_csv(
         metadata: Constant columns describing the run.
 
     Raises:
+        TypeError: If *results* is not a sequence of :class:`ScaleResult` or
+            *metadata* not a mapping.
         ValueError: If a metadata name is also a result field.
     """
-    extra = dict(metadata or {})
+    _check_results(results, ScaleResult)
+    extra = _check_metadata(metadata)
     fields = [*ScaleResult.__dataclass_fields__]
     clash = sorted(set(extra) & set(fields))
     if clash:
@@ -288,6 +323,191 @@ def report_scale_results(
     label = str(metadata.get('model', 'model'))
     plot_accuracy_vs_gsd(
         {label: results}, plot_path, title=plot_title or title, chance=chance
+    )
+    print(f'Results written to {csv_path} and {plot_path}', flush=True)
+    return csv_path, plot_path
+
+
+# ---------------------------------------------------------------------- segmentation
+
+#: Leading columns of a segmentation results CSV (:func:`write_segmentation_csv`).
+SEGMENTATION_CSV_FIELDS: tuple[str, ...] = (
+    'scale',
+    'height',
+    'width',
+    'gsd',
+    'class',
+    'iou',
+)
+
+
+@dataclass(frozen=True)
+class SegmentationScaleResult:
+    """Per-class IoU and mIoU at one evaluation scale.
+
+    Attributes:
+        scale: The scale's :class:`ScaleResult` (size, median GSD in metres per
+            pixel, median ``res``, number of images) whose ``accuracy`` is the mIoU
+            in [0, 1].
+        class_iou: ``(class name, IoU in [0, 1])`` of every evaluated class (the
+            ignored class left out), NaN for a class absent from both targets and
+            predictions.
+    """
+
+    scale: ScaleResult
+    class_iou: tuple[tuple[str, float], ...]
+
+    @property
+    def miou(self) -> float:
+        """Mean IoU over the classes (NaN entries left out), in [0, 1]."""
+        return self.scale.accuracy
+
+
+def format_segmentation_table(
+    results: Sequence[SegmentationScaleResult], title: str = ''
+) -> str:
+    """A plain-text table: one row per scale, mIoU and the IoU of every class.
+
+    Args:
+        results: Per-scale results.
+        title: Optional first line.
+
+    Returns:
+        The table as a string (no trailing newline); IoUs in percent.
+
+    Raises:
+        TypeError: If *results* is not a sequence of
+            :class:`SegmentationScaleResult`.
+    """
+    _check_results(results, SegmentationScaleResult)
+    names = [name for name, _ in results[0].class_iou] if results else []
+    width = max([7, *(len(n) for n in names)])
+    header = f'{"scale":>8} {"size":>10} {"GSD (m)":>9} {"res":>8} {"mIoU":>{width}}'
+    header += ''.join(f' {n:>{width}}' for n in names) + f' {"n":>7}'
+    lines = [title] if title else []
+    lines += [header, '-' * len(header)]
+    for item in results:
+        r = item.scale
+        row = (
+            f'{r.scale:>8g} {r.size:>10} {format_gsd(r.gsd):>9} {r.res:>8.4g} '
+            f'{100 * r.accuracy:>{width}.2f}'
+        )
+        row += ''.join(f' {100 * iou:>{width}.2f}' for _, iou in item.class_iou)
+        lines.append(row + f' {r.num_queries:>7d}')
+    return '\n'.join(lines)
+
+
+def write_segmentation_csv(
+    results: Sequence[SegmentationScaleResult],
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, object] | None = None,
+) -> None:
+    """Write per-scale, per-class IoUs to a CSV file.
+
+    Columns :data:`SEGMENTATION_CSV_FIELDS` (``scale,height,width,gsd,class,iou``;
+    GSD in metres per pixel, IoU in [0, 1]), then one column per *metadata* entry
+    with the same value on every row. Each scale has one row per class and one row
+    whose ``class`` is ``mean`` (the mIoU).
+
+    Args:
+        results: Per-scale results.
+        path: Output file; parent folders are created.
+        metadata: Constant columns describing the run (e.g. ``model``).
+
+    Raises:
+        TypeError: If *results* is not a sequence of
+            :class:`SegmentationScaleResult` or *metadata* not a mapping.
+        ValueError: If a metadata name is also a result column.
+    """
+    _check_results(results, SegmentationScaleResult)
+    extra = _check_metadata(metadata)
+    clash = sorted(set(extra) & set(SEGMENTATION_CSV_FIELDS))
+    if clash:
+        raise ValueError(f'metadata names {clash} are result columns')
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=[*SEGMENTATION_CSV_FIELDS, *extra])
+        writer.writeheader()
+        for item in results:
+            r = item.scale
+            common = {'scale': r.scale, 'height': r.height, 'width': r.width}
+            common['gsd'] = r.gsd
+            for name, iou in (*item.class_iou, ('mean', r.accuracy)):
+                writer.writerow({**common, 'class': name, 'iou': iou, **extra})
+
+
+def plot_miou_vs_gsd(
+    curves: dict[str, Sequence[ScaleResult]],
+    path: str | os.PathLike[str],
+    title: str = 'mIoU vs GSD',
+) -> 'Figure':
+    """Save a plot of mIoU against GSD (or image size when GSD is unknown).
+
+    :func:`plot_accuracy_vs_gsd` with the mIoU (each result's ``accuracy``) on the
+    vertical axis.
+
+    Args:
+        curves: One labelled curve per model or method.
+        path: Output image (``.png``...); parent folders are created.
+        title: Plot title.
+
+    Returns:
+        The matplotlib figure.
+    """
+    fig = plot_accuracy_vs_gsd(curves, path, title=title)
+    fig.axes[0].set_ylabel('mIoU (%)')
+    fig.savefig(path, dpi=120)
+    return fig
+
+
+def report_segmentation_results(
+    results: Sequence[SegmentationScaleResult],
+    title: str,
+    *,
+    folder: str | os.PathLike[str] | None,
+    stem: str,
+    metadata: Mapping[str, Any],
+    plot_title: str | None = None,
+    random_init: bool = False,
+) -> tuple[str, str] | None:
+    """Print the per-scale IoU table, save the CSV and the mIoU plot, say where.
+
+    Prints :func:`format_segmentation_table`. With a *folder*, writes
+    ``<folder>/<stem>_results.csv`` (:func:`write_segmentation_csv`) and
+    ``<folder>/<stem>_miou_vs_gsd.png`` (:func:`plot_miou_vs_gsd`, one curve named
+    ``metadata['model']``) and prints both paths. With *random_init*, warns that
+    the results are those of a random initialisation.
+
+    Args:
+        results: Per-scale results.
+        title: Table title.
+        folder: Output folder, or None to print only.
+        stem: File name stem, e.g. ``'segmentation_test'``.
+        metadata: Constant CSV columns.
+        plot_title: Plot title (default: *title*).
+        random_init: The encoder's weights were a random initialisation.
+
+    Returns:
+        The CSV and plot paths, or None without a folder.
+    """
+    print(format_segmentation_table(results, title), flush=True)
+    if random_init:
+        warnings.warn(
+            f'the {stem} results are for a randomly initialised encoder '
+            '(weights=None), not for pretrained weights: pass '
+            '--model.init_args.weights (a checkpoint path or a weight enum) to '
+            'evaluate a pretrained encoder',
+            UserWarning,
+            stacklevel=3,
+        )
+    if folder is None:
+        return None
+    csv_path = os.path.join(os.fspath(folder), f'{stem}_results.csv')
+    plot_path = os.path.join(os.fspath(folder), f'{stem}_miou_vs_gsd.png')
+    write_segmentation_csv(results, csv_path, metadata)
+    label = str(metadata.get('model', 'model'))
+    plot_miou_vs_gsd(
+        {label: [r.scale for r in results]}, plot_path, title=plot_title or title
     )
     print(f'Results written to {csv_path} and {plot_path}', flush=True)
     return csv_path, plot_path

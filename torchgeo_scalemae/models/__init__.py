@@ -5,6 +5,8 @@
 .. versionadded:: 0.1
 """
 
+from typing import TYPE_CHECKING, Any
+
 from .bands import high_band_target, low_band_target, recombine_bands
 from .builders import (
     create_scalemae,
@@ -51,8 +53,33 @@ from .reference import (
 from .scale_mae import REFERENCE_CONFIG_KEYS, ScaleMAE, ScaleMAEOutput
 from .weights import ScaleMAEEncoderLarge16_Weights, ScaleMAEPretrainLarge16_Weights
 
+if TYPE_CHECKING:
+    from .segmentation import (
+        PYRAMID_SCALES,
+        ScaleMAEUPerNet,
+        ViTPyramidNeck,
+        default_pyramid_indices,
+    )
+
+#: Names served by :mod:`.segmentation`, imported on first use: it imports
+#: segmentation_models_pytorch, which the encoders (and ``import timm``, through the
+#: start-up hook) do not need.
+_SEGMENTATION_NAMES = frozenset(
+    {'PYRAMID_SCALES', 'ScaleMAEUPerNet', 'ViTPyramidNeck', 'default_pyramid_indices'}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SEGMENTATION_NAMES:
+        from . import segmentation
+
+        return getattr(segmentation, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
 __all__ = (
     'BAND_PRESETS',
+    'PYRAMID_SCALES',
     'REFERENCE_CONFIG_KEYS',
     'UNUSED_REFERENCE_KEYS',
     'BandLosses',
@@ -68,9 +95,12 @@ __all__ = (
     'ScaleMAEEncoderLarge16_Weights',
     'ScaleMAEOutput',
     'ScaleMAEPretrainLarge16_Weights',
+    'ScaleMAEUPerNet',
+    'ViTPyramidNeck',
     'check_res',
     'convert_reference_state_dict',
     'create_scalemae',
+    'default_pyramid_indices',
     'encoder_from_checkpoint',
     'export_encoder',
     'extract_encoder_state_dict',

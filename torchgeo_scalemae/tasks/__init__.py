@@ -6,6 +6,7 @@ from ._checkpoint import AtomicCheckpointIO
 from .classification import ScaleMAEClassification
 from .knn import MultiScaleKNN
 from .pretrain import NonFiniteLossError, ScaleMAEPretraining
+from .segmentation import ScaleMAESegmentation
 
 __all__: tuple[str, ...] = (
     'AtomicCheckpointIO',
@@ -13,4 +14,5 @@ __all__: tuple[str, ...] = (
     'NonFiniteLossError',
     'ScaleMAEClassification',
     'ScaleMAEPretraining',
+    'ScaleMAESegmentation',
 )
