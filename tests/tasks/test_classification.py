@@ -223,8 +223,6 @@ def test_multiscale_report_records_weights_checkpoint_and_chance(
 def test_public_timm_layer_decay_import() -> None:
     import timm.optim
 
-    from torchgeo_scalemae.tasks import classification
+    from torchgeo_scalemae.tasks import _optim
 
-    assert classification.param_groups_layer_decay is (
-        timm.optim.param_groups_layer_decay
-    )
+    assert _optim.param_groups_layer_decay is timm.optim.param_groups_layer_decay

@@ -370,25 +370,37 @@ def test_segmentation_report_functions(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ configs / CLI
+def flags(prefix: str, **values: object) -> list[str]:
+    """Command-line flags ``--<prefix>.<name> <value>``."""
+    return [arg for name, v in values.items() for arg in (f'--{prefix}.{name}', str(v))]
+
+
 def cpu_args(tmp_path: Path) -> list[str]:
     return [
-        '--trainer.accelerator',
-        'cpu',
-        '--trainer.precision',
-        '32-true',
-        '--trainer.default_root_dir',
-        str(tmp_path / 'logs'),
-        '--trainer.max_steps',
-        '1',
-        '--trainer.limit_val_batches',
-        '1',
-        '--trainer.limit_test_batches',
-        '1',
-        '--model.init_args.backbone',
-        TINY,
-        '--model.init_args.decoder_channels',
-        '16',
+        *flags(
+            'trainer',
+            accelerator='cpu',
+            precision='32-true',
+            default_root_dir=tmp_path / 'logs',
+            max_steps=1,
+            limit_val_batches=1,
+            limit_test_batches=1,
+        ),
+        *flags('model.init_args', backbone=TINY, decoder_channels=16),
     ]
+
+
+def fit_then_test(tmp_path: Path, args: list[str]) -> tuple[Path, list[dict[str, str]]]:
+    """``torchgeo fit``, then ``torchgeo test`` of its last checkpoint.
+
+    Returns:
+        The checkpoint and the rows of the test's results CSV.
+    """
+    main(['fit', *args])
+    [last] = (tmp_path / 'logs').rglob('last.ckpt')
+    main(['test', *args, '--ckpt_path', str(last)])
+    [csv_path] = (tmp_path / 'logs').rglob('segmentation_test_results.csv')
+    return last, list(csv.DictReader(csv_path.read_text().splitlines()))
 
 
 def test_configs_parse() -> None:
@@ -412,37 +424,29 @@ def test_folder_config_fit_then_test(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = make_folder(tmp_path / 'data')
-    common = [
-        '--config',
-        str(CONFIGS / 'folder_upernet.yaml'),
-        *cpu_args(tmp_path),
-        '--model.init_args.num_classes',
-        '3',
-        '--model.init_args.neck_channels',
-        '[8, 8, 16, 16]',
-        '--data.init_args.root',
-        str(root),
-        '--data.init_args.num_classes',
-        '3',
-        '--data.init_args.patch_size',
-        '32',
-        '--data.init_args.batch_size',
-        '2',
-        '--data.init_args.val_split_pct',
-        '0.25',
-        '--data.init_args.test_split_pct',
-        '0.25',
-    ]
-    main(['fit', *common])
-    [last] = (tmp_path / 'logs').rglob('last.ckpt')
+    last, rows = fit_then_test(
+        tmp_path,
+        [
+            '--config',
+            str(CONFIGS / 'folder_upernet.yaml'),
+            *cpu_args(tmp_path),
+            *flags('model.init_args', num_classes=3, neck_channels='[8, 8, 16, 16]'),
+            *flags(
+                'data.init_args',
+                root=root,
+                num_classes=3,
+                patch_size=32,
+                batch_size=2,
+                val_split_pct=0.25,
+                test_split_pct=0.25,
+            ),
+        ],
+    )
     assert last.parent.name == 'checkpoints'
-    main(['test', *common, '--ckpt_path', str(last)])
     out = capsys.readouterr().out
     assert 'Multi-scale segmentation test' in out
     assert f'checkpoint={last}' in out
-    [csv_path] = (tmp_path / 'logs').rglob('segmentation_test_results.csv')
     assert list((tmp_path / 'logs').rglob('segmentation_test_miou_vs_gsd.png'))
-    rows = list(csv.DictReader(csv_path.read_text().splitlines()))
     assert len(rows) == 3 * 4
     assert {r['checkpoint'] for r in rows} == {str(last)}
     # every output stays under trainer.default_root_dir
@@ -499,33 +503,23 @@ def test_spacenet1_config_fit_then_test(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = make_spacenet1(tmp_path / 'spacenet1')
-    common = [
-        '--config',
-        str(CONFIGS / 'spacenet1_upernet.yaml'),
-        *cpu_args(tmp_path),
-        '--model.init_args.weights',
-        'null',
-        '--model.init_args.indices',
-        'null',
-        '--data.dict_kwargs.root',
-        str(root),
-        '--data.dict_kwargs.batch_size',
-        '2',
-        '--data.dict_kwargs.num_workers',
-        '0',
-        '--trainer.logger',
-        'false',  # no TensorBoard figures of 448 px chips: a faster test
-    ]
-    main(['fit', *common])
-    [last] = (tmp_path / 'logs').rglob('last.ckpt')
-    main(['test', *common, '--ckpt_path', str(last)])
+    _, rows = fit_then_test(
+        tmp_path,
+        [
+            '--config',
+            str(CONFIGS / 'spacenet1_upernet.yaml'),
+            *cpu_args(tmp_path),
+            *flags('model.init_args', weights='null', indices='null'),
+            *flags('data.dict_kwargs', root=root, batch_size=2, num_workers=0),
+            # no TensorBoard figures of 448 px chips: a faster test
+            *flags('trainer', logger='false'),
+        ],
+    )
     out = capsys.readouterr().out
     # SpaceNet 1 chips padded to 448 px at 0.5 m; 75 % and 50 %: 336 and 224 px
     assert 'test_miou_448px_gsd0.5m' in out
     assert 'test_miou_336px_gsd0.667m' in out
     assert 'test_iou_building_224px_gsd1m' in out
-    [csv_path] = (tmp_path / 'logs').rglob('segmentation_test_results.csv')
-    rows = list(csv.DictReader(csv_path.read_text().splitlines()))
     assert [r['class'] for r in rows[:3]] == ['background', 'building', 'mean']
 
 

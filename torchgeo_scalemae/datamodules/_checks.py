@@ -15,6 +15,13 @@ def is_number(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def is_positive(value: object) -> bool:
+    """Whether ``value`` is a finite positive real number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    return math.isfinite(value) and not value <= 0
+
+
 def positive_number(value: object, name: str) -> float:
     """Return ``value`` as a float if it is a finite positive number, else raise."""
     if not is_number(value):
@@ -65,6 +72,19 @@ def check_norm(value: object, name: str, positive: bool) -> torch.Tensor:
         kind = 'finite and positive' if positive else 'finite'
         raise ValueError(f'{name} must be {kind}, got {value!r}')
     return tensor
+
+
+def check_loader(
+    mean: object, std: object, batch_size: object, num_workers: object
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check a datamodule's normalisation and loader arguments; return mean, std."""
+    norm = (
+        check_norm(mean, 'mean', positive=False),
+        check_norm(std, 'std', positive=True),
+    )
+    check_int(batch_size, 'batch_size', 1)
+    check_int(num_workers, 'num_workers', 0)
+    return norm
 
 
 def check_resolutions(value: object, name: str = 'resolutions') -> list[float]:

@@ -5,67 +5,37 @@
 .. versionadded:: 0.1
 """
 
-import csv
-import io
-import math
-import numbers
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from rasterio.errors import RasterioError
-from torch import Generator, Tensor
-from torch.utils.data import default_collate, random_split
+from torch import Generator
+from torch.utils.data import random_split
 from torchgeo.datamodules import NonGeoDataModule
 from torchgeo.datasets import NonGeoDataset
 
 from ..gsd import GSD_KEY
-from ._checks import check_flag, check_fraction, check_int, check_norm
-from .geotiff import metres_per_crs_unit
+from ._checks import check_flag, check_int, check_loader
+from ._images import (
+    check_mode,
+    check_split_pcts,
+    check_transforms,
+    collate_images,
+    csv_rows,
+    load_image,
+    pick_gsd,
+    positive_gsd,
+    resize_square,
+    row_gsd,
+    split_counts,
+)
 
 __all__ = ('IMAGE_EXTENSIONS', 'ImageFolderGSD', 'ImageFolderGSDDataModule')
 
 #: File extensions read by :class:`ImageFolderGSD` (case-insensitive).
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-_RASTERIO_EXTENSIONS = ('.tif', '.tiff')
-
-
-def _positive(value: object, what: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(
-            f'{what}: GSD must be a finite positive number of metres per pixel, '
-            f'got {value!r}'
-        )
-    return float(value)
-
-
-def _csv_text(path: str | os.PathLike[str]) -> str:
-    """Return the text of a CSV file, refusing binary files with a clear message."""
-    with open(path, 'rb') as f:
-        data = f.read()
-    if b'\x00' in data:
-        raise ValueError(
-            f'{path}: the GSD CSV is not a text file (it contains NUL bytes); give '
-            'a UTF-8 CSV with the columns path,gsd'
-        )
-    try:
-        return data.decode('utf-8-sig')
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f'{path}: the GSD CSV is not UTF-8 text ({error}); give a UTF-8 CSV with '
-            'the columns path,gsd'
-        ) from None
 
 
 def read_gsd_csv(
@@ -100,25 +70,18 @@ def read_gsd_csv(
         raise ValueError('read_gsd_csv needs at least one root folder')
     table: dict[str, float] = {}
     first_line: dict[str, int] = {}
-    try:
-        reader = csv.DictReader(io.StringIO(_csv_text(path), newline=''))
-        fields = [name.strip() for name in reader.fieldnames or []]
+
+    def check_fields(fields: list[str]) -> None:
         if 'path' not in fields or 'gsd' not in fields:
             raise ValueError(
                 f'{path}: the GSD CSV needs the columns path,gsd; found {fields}'
             )
-        reader.fieldnames = fields
-        rows = list(enumerate(reader, start=2))
-    except csv.Error as error:
-        raise ValueError(f'{path}: not a valid CSV file ({error})') from None
+
+    _, rows = csv_rows(path, check_fields)
     for line, row in rows:
         name = (row.get('path') or '').strip()
         where = f'{path}, line {line} ({name!r})'
-        try:
-            value = float(row['gsd'])
-        except (TypeError, ValueError):
-            raise ValueError(f'{where}: gsd {row["gsd"]!r} is not a number') from None
-        _positive(value, where)
+        value = row_gsd(row, where)
         if not name:
             raise ValueError(f'{where}: the path is empty')
         file = Path(name)
@@ -139,51 +102,6 @@ def read_gsd_csv(
             first_line[key] = line
             table[key] = value
     return table
-
-
-def _load_image(path: Path, mode: str | None) -> tuple[Tensor, float | None]:
-    """Read an image as float32 ``(C, H, W)`` raw values and its GSD if georeferenced.
-
-    Raises:
-        OSError: If the file cannot be read (truncated, not an image, not a
-            raster); the message names the file.
-    """
-    try:
-        return _read_image(path, mode)
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        RasterioError,
-        Image.DecompressionBombError,
-    ) as error:
-        raise OSError(f'cannot read the image {str(path)!r}: {error}') from error
-
-
-def _read_image(path: Path, mode: str | None) -> tuple[Tensor, float | None]:
-    if path.suffix.lower() in _RASTERIO_EXTENSIONS:
-        import rasterio
-        from rasterio.errors import NotGeoreferencedWarning
-
-        gsd = None
-        with warnings.catch_warnings():
-            # plain TIFFs are fine: their GSD comes from gsd or gsd_csv
-            warnings.simplefilter('ignore', NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                array = src.read()
-                if src.crs is not None and not src.transform.is_identity:
-                    factor = metres_per_crs_unit(src.crs, raise_error=False)
-                    if factor is not None:
-                        gsd = math.sqrt(abs(src.res[0] * src.res[1])) * factor
-        return torch.from_numpy(array.astype(np.float32)), gsd
-    with Image.open(path) as img:
-        converted = img.convert(mode) if mode is not None else img
-        array = np.asarray(converted, dtype=np.float32)
-    if array.ndim == 2:
-        array = array[None]
-    else:
-        array = array.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(array)), None
 
 
 class ImageFolderGSD(NonGeoDataset):
@@ -254,7 +172,7 @@ class ImageFolderGSD(NonGeoDataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise ValueError(f'root {str(root)!r} is not a folder')
-        self.gsd = None if gsd is None else _positive(gsd, 'gsd')
+        self.gsd = None if gsd is None else positive_gsd(gsd, 'gsd')
         if image_size is not None and (
             isinstance(image_size, bool)
             or not isinstance(image_size, int)
@@ -264,13 +182,8 @@ class ImageFolderGSD(NonGeoDataset):
         check_int(max_per_class, 'max_per_class', 1, none=True)
         if labelled is not None:
             check_flag(labelled, 'labelled')
-        if mode is not None and mode not in Image.MODES:
-            raise ValueError(
-                f'mode must be None or a PIL mode, one of {sorted(Image.MODES)}; got '
-                f'{mode!r}'
-            )
-        if transforms is not None and not callable(transforms):
-            raise TypeError(f'transforms must be callable, got {transforms!r}')
+        check_mode(mode)
+        check_transforms(transforms)
         if isinstance(extensions, str):
             extensions = (extensions,)
         if not extensions or not all(
@@ -331,15 +244,13 @@ class ImageFolderGSD(NonGeoDataset):
             ValueError: If no GSD is known for the file.
         """
         path = self.files[index]
-        value = self.gsd_table.get(str(path.resolve()))
-        if value is None:
-            value = self.gsd if self.gsd is not None else file_gsd
-        if value is None:
-            raise ValueError(
-                f'no GSD for {str(path)!r}: give gsd=..., a gsd_csv row for it, or a '
-                'GeoTIFF in a projected CRS'
-            )
-        return value
+        return pick_gsd(
+            self.gsd_table.get(str(path.resolve())),
+            self.gsd,
+            file_gsd,
+            path,
+            'a gsd_csv row for it, or a GeoTIFF in a projected CRS',
+        )
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Return the sample at ``index``.
@@ -350,18 +261,8 @@ class ImageFolderGSD(NonGeoDataset):
         Returns:
             ``{'image': (C, H, W) float32, 'gsd': () float32, 'label'?: () int64}``.
         """
-        image, file_gsd = _load_image(self.files[index], self.mode)
-        gsd = self.gsd_of(index, file_gsd)
-        if self.image_size is not None:
-            height, width = image.shape[-2:]
-            if (height, width) != (self.image_size, self.image_size):
-                image = F.interpolate(
-                    image[None],
-                    size=(self.image_size, self.image_size),
-                    mode='bilinear',
-                    antialias=True,
-                )[0]
-                gsd *= math.sqrt(height * width) / self.image_size
+        image, file_gsd = load_image(self.files[index], self.mode)
+        image, gsd = resize_square(image, self.gsd_of(index, file_gsd), self.image_size)
         sample: dict[str, Any] = {
             'image': image,
             GSD_KEY: torch.tensor(gsd, dtype=torch.float32),
@@ -371,36 +272,6 @@ class ImageFolderGSD(NonGeoDataset):
         if self.transforms is not None:
             sample = self.transforms(sample)
         return sample
-
-
-def _collate_images(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Collate samples with :func:`~torch.utils.data.default_collate`.
-
-    Images of different sizes cannot be stacked; the error then says so and
-    suggests ``image_size``.
-
-    Args:
-        samples: Sample dicts from :class:`ImageFolderGSD`.
-
-    Returns:
-        The batch dict.
-
-    Raises:
-        ValueError: If the images do not all have the same shape.
-    """
-    shapes = {
-        tuple(sample['image'].shape)
-        for sample in samples
-        if isinstance(sample, dict) and isinstance(sample.get('image'), Tensor)
-    }
-    if len(shapes) > 1:
-        raise ValueError(
-            f'cannot batch images of different sizes {sorted(shapes)} (C, H, W): pass '
-            'image_size=... to resize every image to one square size (its GSD is '
-            'rescaled to match), or use batch_size=1'
-        )
-    batch: dict[str, Any] = default_collate(samples)
-    return batch
 
 
 class ImageFolderGSDDataModule(NonGeoDataModule):
@@ -465,20 +336,8 @@ class ImageFolderGSDDataModule(NonGeoDataModule):
         **kwargs: Any,
     ) -> None:
         """Initialize a new ImageFolderGSDDataModule."""
-        for name, pct in (
-            ('val_split_pct', val_split_pct),
-            ('test_split_pct', test_split_pct),
-        ):
-            check_fraction(pct, name)
-        if val_split_pct + test_split_pct >= 1:
-            raise ValueError(
-                'val_split_pct + test_split_pct must be < 1, got '
-                f'{val_split_pct} + {test_split_pct}'
-            )
-        self.mean = check_norm(mean, 'mean', positive=False)
-        self.std = check_norm(std, 'std', positive=True)
-        check_int(batch_size, 'batch_size', 1)
-        check_int(num_workers, 'num_workers', 0)
+        check_split_pcts(val_split_pct, test_split_pct)
+        self.mean, self.std = check_loader(mean, std, batch_size, num_workers)
         check_int(seed, 'seed', 0)
         super().__init__(
             ImageFolderGSD,
@@ -494,7 +353,7 @@ class ImageFolderGSDDataModule(NonGeoDataModule):
         self.val_root = val_root
         self.test_root = test_root
         self.seed = seed
-        self.collate_fn = _collate_images
+        self.collate_fn = collate_images
 
     def _dataset(self, root: str | None = None) -> ImageFolderGSD:
         kwargs = dict(self.kwargs)
@@ -519,15 +378,13 @@ class ImageFolderGSDDataModule(NonGeoDataModule):
         val_pct = 0.0 if self.val_root else self.val_split_pct
         test_pct = 0.0 if self.test_root else self.test_split_pct
         n = len(dataset)
-        n_val = round(n * val_pct)
-        n_test = round(n * test_pct)
-        if n - n_val - n_test < 1:
-            raise ValueError(
-                f'the {n} images under {str(dataset.root)!r} leave no training image '
-                f'after val_split_pct={self.val_split_pct} ({n_val} images) and '
-                f'test_split_pct={self.test_split_pct} ({n_test} images): lower them '
-                'or add images'
-            )
+        n_val, n_test = split_counts(
+            n,
+            dataset.root,
+            val_pct,
+            test_pct,
+            shown=(self.val_split_pct, self.test_split_pct),
+        )
         generator = Generator().manual_seed(self.seed)
         train, val, test = random_split(
             dataset, [n - n_val - n_test, n_val, n_test], generator=generator

@@ -23,8 +23,6 @@ written out below. Their GSD bookkeeping is that of
 of ``s`` pixels resized to ``S`` pixels has ``gsd_new = gsd * s / S``.
 """
 
-import csv
-import io
 import math
 import os
 import warnings
@@ -37,27 +35,27 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 from PIL import Image
-from rasterio.errors import RasterioError
 from torch import Generator, Tensor
 from torchgeo.datamodules import NonGeoDataModule
 from torchgeo.datasets import NonGeoDataset
 
 from ..gsd import GSD_KEY
-from ._checks import (
-    check_flag,
-    check_fraction,
-    check_int,
-    check_norm,
-    check_pair,
-    is_number,
+from ._checks import check_flag, check_int, check_loader, check_pair, is_number
+from ._images import (
+    RASTERIO_EXTENSIONS,
+    READ_ERRORS,
+    check_mode,
+    check_split_pcts,
+    check_transforms,
+    collate_images,
+    csv_rows,
+    load_image,
+    pick_gsd,
+    positive_gsd,
+    row_gsd,
+    split_counts,
 )
-from .image_folder import (
-    _collate_images,
-    _csv_text,
-    _load_image,
-    _positive,
-    read_gsd_csv,
-)
+from .image_folder import read_gsd_csv
 
 __all__ = (
     'SEGMENTATION_EXTENSIONS',
@@ -69,14 +67,6 @@ __all__ = (
 
 #: File extensions of images and masks (case-insensitive): PNG, JPEG, GeoTIFF.
 SEGMENTATION_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.tif', '.tiff')
-_TIFF = ('.tif', '.tiff')
-_READ_ERRORS = (
-    OSError,
-    ValueError,
-    SyntaxError,
-    RasterioError,
-    Image.DecompressionBombError,
-)
 # PIL modes that hold one band of integers (class indices)
 _MASK_MODES = ('1', 'L', 'P', 'I', 'I;16', 'I;16L', 'I;16B', 'I;16N')
 
@@ -179,14 +169,7 @@ def read_stem_gsd_csv(
             a finite positive number, a row names no image, or an image is listed
             twice (the message names the row).
     """
-    text = _csv_text(path)
-    try:
-        reader = csv.DictReader(io.StringIO(text, newline=''))
-        fields = [name.strip() for name in reader.fieldnames or []]
-        reader.fieldnames = fields
-        rows = list(enumerate(reader, start=2))
-    except csv.Error as error:
-        raise ValueError(f'{path}: not a valid CSV file ({error})') from None
+    fields, rows = csv_rows(path)
     if 'gsd' in fields and 'path' in fields and 'stem' not in fields:
         folder = next(iter(images.values())).parent
         by_path = {str(p.resolve()): stem for stem, p in images.items()}
@@ -210,11 +193,7 @@ def read_stem_gsd_csv(
     for line, row in rows:
         stem = (row.get('stem') or '').strip()
         where = f'{path}, line {line} ({stem!r})'
-        try:
-            value = float(row['gsd'])
-        except (TypeError, ValueError):
-            raise ValueError(f'{where}: gsd {row["gsd"]!r} is not a number') from None
-        _positive(value, where)
+        value = row_gsd(row, where)
         if stem not in images:
             raise ValueError(
                 f'{where}: no image with the stem {stem!r} in '
@@ -299,7 +278,7 @@ def _read_mask(path: Path) -> Tensor:
         ValueError: If it has more than one band or non-integer values.
     """
     try:
-        if path.suffix.lower() in _TIFF:
+        if path.suffix.lower() in RASTERIO_EXTENSIONS:
             import rasterio
             from rasterio.errors import NotGeoreferencedWarning
 
@@ -323,7 +302,7 @@ def _read_mask(path: Path) -> Tensor:
                 array = np.asarray(img)
     except _MaskBandsError as error:
         raise ValueError(str(error)) from None
-    except _READ_ERRORS as error:
+    except READ_ERRORS as error:
         raise OSError(f'cannot read the mask {str(path)!r}: {error}') from error
     if array.dtype.kind == 'f':
         if not np.isfinite(array).all() or not (array == np.round(array)).all():
@@ -374,21 +353,9 @@ def _plot_segmentation(
     show_titles: bool = True,
     suptitle: str | None = None,
 ) -> Figure:
-    """Plot a sample's image, mask and (if present) prediction side by side.
+    """The figure of :meth:`SegmentationFolderGSD.plot` (raw or normalised images).
 
-    Args:
-        sample: ``image`` ``(C, H, W)`` (raw or normalised values; the first three
-            bands are shown, min-max stretched), ``mask`` ``(H, W)``, optionally
-            ``prediction`` ``(H, W)`` and a 0-d ``gsd`` (metres per pixel).
-        num_classes: Colour scale of the masks (``0..num_classes - 1``).
-        show_titles: Title each panel.
-        suptitle: Figure title (default: the GSD, when known).
-
-    Returns:
-        A matplotlib figure (not registered with pyplot).
-
-    Raises:
-        ValueError: If ``image`` or ``mask`` is missing or has the wrong shape.
+    The masks' colour scale covers ``0..num_classes - 1``.
     """
     image = sample.get('image')
     mask = sample.get('mask')
@@ -435,7 +402,7 @@ def _check_gsd_arg(value: object, name: str) -> float | Path | None:
     if value is None:
         return None
     if is_number(value):
-        return _positive(value, name)
+        return positive_gsd(value, name)
     if isinstance(value, str | os.PathLike):
         path = Path(value)
         if not path.is_file():
@@ -577,14 +544,9 @@ class SegmentationFolderGSD(NonGeoDataset):
         self.center_crop = check_flag(center_crop, 'center_crop')
         if self.center_crop and self.image_size is None:
             raise ValueError('center_crop=True needs image_size (the crop side)')
-        if mode is not None and mode not in Image.MODES:
-            raise ValueError(
-                f'mode must be None or a PIL mode, one of {sorted(Image.MODES)}; got '
-                f'{mode!r}'
-            )
+        check_mode(mode)
         self.mode = mode
-        if transforms is not None and not callable(transforms):
-            raise TypeError(f'transforms must be callable, got {transforms!r}')
+        check_transforms(transforms)
         self.transforms = transforms
         gsd_arg = _check_gsd_arg(gsd, 'gsd')
         images, masks = _list_pairs(self.root)
@@ -607,7 +569,8 @@ class SegmentationFolderGSD(NonGeoDataset):
             missing = [
                 s
                 for s in chosen
-                if s not in self.gsd_table and images[s].suffix.lower() not in _TIFF
+                if s not in self.gsd_table
+                and images[s].suffix.lower() not in RASTERIO_EXTENSIONS
             ]
             if missing:
                 how = 'has no row for' if self.gsd_table else 'gsd is None for'
@@ -637,15 +600,13 @@ class SegmentationFolderGSD(NonGeoDataset):
         Raises:
             ValueError: If no GSD is known for the image.
         """
-        value = self.gsd_table.get(self.stems[index])
-        if value is None:
-            value = self.gsd if self.gsd is not None else file_gsd
-        if value is None:
-            raise ValueError(
-                f'no GSD for {str(self.images[index])!r}: give gsd=..., a gsd CSV row '
-                'for it, or a GeoTIFF in a projected CRS in metres'
-            )
-        return value
+        return pick_gsd(
+            self.gsd_table.get(self.stems[index]),
+            self.gsd,
+            file_gsd,
+            self.images[index],
+            'a gsd CSV row for it, or a GeoTIFF in a projected CRS in metres',
+        )
 
     def load(self, index: int) -> tuple[Tensor, Tensor, float]:
         """Read pair ``index`` unprocessed, with all checks.
@@ -665,7 +626,7 @@ class SegmentationFolderGSD(NonGeoDataset):
                 than ``ignore_index``, or no GSD is known (the message names the
                 file).
         """
-        image, file_gsd = _load_image(self.images[index], self.mode)
+        image, file_gsd = load_image(self.images[index], self.mode)
         mask = _read_mask(self.masks[index])
         if tuple(mask.shape) != tuple(image.shape[-2:]):
             raise ValueError(
@@ -867,16 +828,7 @@ class SegmentationFolderGSDDataModule(NonGeoDataModule):
         mode: str | None = 'RGB',
     ) -> None:
         """Initialize a new SegmentationFolderGSDDataModule."""
-        for name, pct in (
-            ('val_split_pct', val_split_pct),
-            ('test_split_pct', test_split_pct),
-        ):
-            check_fraction(pct, name)
-        if val_split_pct + test_split_pct >= 1:
-            raise ValueError(
-                'val_split_pct + test_split_pct must be < 1, got '
-                f'{val_split_pct} + {test_split_pct}'
-            )
+        check_split_pcts(val_split_pct, test_split_pct)
         for name, value in (
             ('train_split', train_split),
             ('val_split', val_split),
@@ -896,11 +848,8 @@ class SegmentationFolderGSDDataModule(NonGeoDataModule):
             )
         if test_gsd is not None and test_root is None:
             raise ValueError(f'test_gsd={test_gsd!r} needs test_root')
-        self.mean = check_norm(mean, 'mean', positive=False)
-        self.std = check_norm(std, 'std', positive=True)
-        check_int(batch_size, 'batch_size', 1)
+        self.mean, self.std = check_loader(mean, std, batch_size, num_workers)
         check_int(eval_batch_size, 'eval_batch_size', 1, none=True)
-        check_int(num_workers, 'num_workers', 0)
         check_int(seed, 'seed', 0)
         _check_gsd_arg(gsd, 'gsd')
         _check_gsd_arg(test_gsd, 'test_gsd')
@@ -944,7 +893,7 @@ class SegmentationFolderGSDDataModule(NonGeoDataModule):
             self.val_batch_size = eval_batch_size
             self.test_batch_size = eval_batch_size
             self.predict_batch_size = eval_batch_size
-        self.collate_fn = _collate_images
+        self.collate_fn = collate_images
 
     def _split_stems(self, stems: list[str]) -> tuple[list[str], list[str], list[str]]:
         root = self.kwargs['root']
@@ -972,15 +921,7 @@ class SegmentationFolderGSDDataModule(NonGeoDataModule):
             )
         test_pct = 0.0 if self.test_root is not None else self.test_split_pct
         n = len(stems)
-        n_val = round(n * self.val_split_pct)
-        n_test = round(n * test_pct)
-        if n - n_val - n_test < 1:
-            raise ValueError(
-                f'the {n} images under {str(root)!r} leave no training image after '
-                f'val_split_pct={self.val_split_pct} ({n_val} images) and '
-                f'test_split_pct={test_pct} ({n_test} images): lower them or add '
-                'images'
-            )
+        n_val, n_test = split_counts(n, root, self.val_split_pct, test_pct)
         order = torch.randperm(n, generator=Generator().manual_seed(self.seed))
         shuffled = [stems[i] for i in order.tolist()]
         val = sorted(shuffled[:n_val])

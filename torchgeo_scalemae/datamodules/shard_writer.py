@@ -40,7 +40,8 @@ from tqdm import tqdm  # type: ignore[import-untyped]
 from .. import __version__
 from ..gsd import GSD_KEY
 from ._checks import check_flag, check_int, positive_number
-from .image_folder import IMAGE_EXTENSIONS, ImageFolderGSD, _load_image
+from ._images import load_image
+from .image_folder import IMAGE_EXTENSIONS, ImageFolderGSD
 from .shards import (
     _DECODE_ERRORS,
     MANIFEST_FORMAT,
@@ -340,7 +341,7 @@ def write_folder_shards(
                 file_gsd = None
                 stored = suffix[1:]
             else:
-                image, file_gsd = _load_image(path, None)
+                image, file_gsd = load_image(path, None)
                 data = _npy_bytes(image.numpy())
                 stored = 'npy'
         except (*_DECODE_ERRORS, _CorruptSample) as error:
@@ -627,6 +628,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         printed on stderr).
     """
     args = _parser().parse_args(argv)
+    common: dict[str, Any] = {
+        'samples_per_shard': args.samples_per_shard,
+        'max_shard_bytes': args.max_shard_bytes,
+        'overwrite': args.overwrite,
+        'progress': not args.quiet,
+        'num_shards': args.num_shards,
+    }
     try:
         if args.command == 'folder':
             labelled = {'auto': None, 'yes': True, 'no': False}[args.labelled]
@@ -638,13 +646,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 labelled=labelled,
                 extensions=args.extensions,
                 max_per_class=args.max_per_class,
-                samples_per_shard=args.samples_per_shard,
-                max_shard_bytes=args.max_shard_bytes,
-                overwrite=args.overwrite,
-                progress=not args.quiet,
-                num_shards=args.num_shards,
                 shuffle=not args.no_shuffle,
                 seed=args.seed,
+                **common,
             )
         elif args.command == 'geotiff':
             kwargs = {
@@ -660,11 +664,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 resolution_mode=args.resolution_mode,
                 length=args.length,
                 seed=args.seed,
-                samples_per_shard=args.samples_per_shard,
-                max_shard_bytes=args.max_shard_bytes,
-                overwrite=args.overwrite,
-                progress=not args.quiet,
-                num_shards=args.num_shards,
+                **common,
                 **kwargs,
             )
         else:

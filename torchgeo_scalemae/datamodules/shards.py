@@ -15,7 +15,6 @@ and resuming.
 import hashlib
 import io
 import json
-import math
 import numbers
 import os
 import random
@@ -29,15 +28,14 @@ from urllib.request import url2pathname
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchgeo.datamodules import BaseDataModule
 
 from ..gsd import GSD_KEY
-from ._checks import check_flag, check_int, check_norm
-from .image_folder import _collate_images
+from ._checks import check_flag, check_int, check_loader, is_positive
+from ._images import check_mode, collate_images, resize_square
 
 __all__ = (
     'MANIFEST_NAME',
@@ -247,16 +245,11 @@ def _decode_image(suffix: str, data: bytes, mode: str | None) -> Tensor:
 
 
 def _check_gsd(value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    if not is_positive(value):
         raise _CorruptSample(
             f'gsd {value!r} is not a finite positive number of metres per pixel'
         )
-    return float(value)
+    return float(value)  # type: ignore[arg-type]  # a real number
 
 
 @dataclass
@@ -357,7 +350,7 @@ class ShardedGSDDataset(IterableDataset[dict[str, Any]]):
         self.shuffle_buffer = cast(int, check_int(shuffle_buffer, 'shuffle_buffer', 0))
         self.shuffle_shards = check_flag(shuffle_shards, 'shuffle_shards')
         self.image_size = check_int(image_size, 'image_size', 1, none=True)
-        self.mode = _check_mode(mode)
+        self.mode = check_mode(mode)
         self.gsd = None if gsd is None else _check_positive(gsd, 'gsd')
         _check_metadata(metadata)
         self.metadata = list(metadata)
@@ -489,16 +482,7 @@ class ShardedGSDDataset(IterableDataset[dict[str, Any]]):
             raise _CorruptSample(
                 f'its .{suffixes[0]} image cannot be decoded ({error})'
             ) from None
-        if self.image_size is not None:
-            height, width = image.shape[-2:]
-            if (height, width) != (self.image_size, self.image_size):
-                image = F.interpolate(
-                    image[None],
-                    size=(self.image_size, self.image_size),
-                    mode='bilinear',
-                    antialias=True,
-                )[0]
-                gsd *= math.sqrt(height * width) / self.image_size
+        image, gsd = resize_square(image, gsd, self.image_size)
         sample: dict[str, Any] = {
             'image': image,
             GSD_KEY: torch.tensor(gsd, dtype=torch.float32),
@@ -608,15 +592,6 @@ class ShardedGSDDataset(IterableDataset[dict[str, Any]]):
         return self.iter_slot(self.epoch, index, raw, yielded)
 
 
-def _check_mode(mode: object) -> str | None:
-    if mode is not None and mode not in Image.MODES:
-        raise ValueError(
-            f'mode must be None or a PIL mode, one of {sorted(Image.MODES)}; got '
-            f'{mode!r}'
-        )
-    return mode if mode is None else str(mode)
-
-
 def _check_metadata(metadata: object) -> None:
     if (
         isinstance(metadata, str)
@@ -642,7 +617,7 @@ def _check_positive(value: object, name: str) -> float:
 def _collate_shards(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Collate samples and keep the position of the last one (private key)."""
     positions = [s.pop(_POSITION_KEY) for s in samples]
-    batch = _collate_images(samples)
+    batch = collate_images(samples)
     last = dict(positions[-1])
     last['errors'] = [e for p in positions for e in p['errors']]
     batch[_POSITION_KEY] = last
@@ -934,10 +909,7 @@ class ShardedGSDDataModule(BaseDataModule):
                 f'shards must be a manifest or its folder (a path or URL), got '
                 f'{shards!r}'
             )
-        self.mean = check_norm(mean, 'mean', positive=False)
-        self.std = check_norm(std, 'std', positive=True)
-        check_int(batch_size, 'batch_size', 1)
-        check_int(num_workers, 'num_workers', 0)
+        self.mean, self.std = check_loader(mean, std, batch_size, num_workers)
         check_int(shuffle_buffer, 'shuffle_buffer', 0)
         check_int(seed, 'seed', 0)
         check_int(image_size, 'image_size', 1, none=True)
@@ -945,7 +917,7 @@ class ShardedGSDDataModule(BaseDataModule):
         check_flag(pin_memory, 'pin_memory')
         if gsd is not None:
             _check_positive(gsd, 'gsd')
-        _check_mode(mode)
+        check_mode(mode)
         _check_metadata(metadata)
         super().__init__(ShardedGSDDataset, batch_size, num_workers)
         self.shards = str(shards)

@@ -9,7 +9,7 @@ import csv
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +89,86 @@ def _check_metadata(metadata: object) -> dict[str, object]:
     return dict(metadata or {})
 
 
+def _csv_columns(
+    metadata: object, fields: Sequence[str], what: str
+) -> dict[str, object]:
+    """*metadata* as constant CSV columns, or an error if one clashes with *fields*."""
+    extra = _check_metadata(metadata)
+    clash = sorted(set(extra) & set(fields))
+    if clash:
+        raise ValueError(f'metadata names {clash} are result {what}')
+    return extra
+
+
+def _write_rows(
+    path: str | os.PathLike[str],
+    fieldnames: Sequence[str],
+    rows: Iterable[Mapping[str, object]],
+) -> None:
+    """Write a CSV with one header row; parent folders are created."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(fieldnames))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+#: Leading columns of the per-scale tables: scale, size, GSD (m) and ``res``.
+_TABLE_HEADER = f'{"scale":>8} {"size":>10} {"GSD (m)":>9} {"res":>8}'
+
+
+def _table_row(r: ScaleResult) -> str:
+    """The leading cells of a table row (see :data:`_TABLE_HEADER`)."""
+    return f'{r.scale:>8g} {r.size:>10} {format_gsd(r.gsd):>9} {r.res:>8.4g}'
+
+
+def _table(title: str, header: str, rows: Iterable[str]) -> str:
+    """Title (if any), header, rule and rows, one per line."""
+    lines = [title] if title else []
+    lines += [header, '-' * len(header), *rows]
+    return '\n'.join(lines)
+
+
+def _label(metadata: Mapping[str, Any]) -> str:
+    """The curve name of a report's plot: ``metadata['model']``."""
+    return str(metadata.get('model', 'model'))
+
+
+def _report(
+    table: str,
+    *,
+    folder: str | os.PathLike[str] | None,
+    stem: str,
+    plot_suffix: str,
+    random_init: bool,
+    write: Callable[[str], object],
+    plot: Callable[[str], object],
+) -> tuple[str, str] | None:
+    """Print *table*, warn on *random_init*, then *write* the CSV and *plot*.
+
+    The files are ``<folder>/<stem>_results.csv`` and
+    ``<folder>/<stem>_<plot_suffix>.png``; without a folder nothing is written.
+    """
+    print(table, flush=True)
+    if random_init:
+        warnings.warn(
+            f'the {stem} results are for a randomly initialised encoder '
+            '(weights=None), not for pretrained weights: pass '
+            '--model.init_args.weights (a checkpoint path or a weight enum) to '
+            'evaluate a pretrained encoder',
+            UserWarning,
+            stacklevel=4,  # as stacklevel=3 in the public report functions
+        )
+    if folder is None:
+        return None
+    csv_path = os.path.join(os.fspath(folder), f'{stem}_results.csv')
+    plot_path = os.path.join(os.fspath(folder), f'{stem}_{plot_suffix}.png')
+    write(csv_path)
+    plot(plot_path)
+    print(f'Results written to {csv_path} and {plot_path}', flush=True)
+    return csv_path, plot_path
+
+
 def format_gsd(gsd: float) -> str:
     """Format a GSD in metres with 3 significant digits and no exponent.
 
@@ -135,17 +215,11 @@ def format_table(results: Sequence[ScaleResult], title: str = '') -> str:
         TypeError: If *results* is not a sequence of :class:`ScaleResult`.
     """
     _check_results(results, ScaleResult)
-    header = (
-        f'{"scale":>8} {"size":>10} {"GSD (m)":>9} {"res":>8} {"top-1":>7} {"n":>7}'
+    rows = (
+        f'{_table_row(r)} {100 * r.accuracy:>6.2f}% {r.num_queries:>7d}'
+        for r in results
     )
-    lines = [title] if title else []
-    lines += [header, '-' * len(header)]
-    for r in results:
-        lines.append(
-            f'{r.scale:>8g} {r.size:>10} {format_gsd(r.gsd):>9} {r.res:>8.4g} '
-            f'{100 * r.accuracy:>6.2f}% {r.num_queries:>7d}'
-        )
-    return '\n'.join(lines)
+    return _table(title, f'{_TABLE_HEADER} {"top-1":>7} {"n":>7}', rows)
 
 
 def write_csv(
@@ -170,17 +244,9 @@ def write_csv(
         ValueError: If a metadata name is also a result field.
     """
     _check_results(results, ScaleResult)
-    extra = _check_metadata(metadata)
     fields = [*ScaleResult.__dataclass_fields__]
-    clash = sorted(set(extra) & set(fields))
-    if clash:
-        raise ValueError(f'metadata names {clash} are result fields')
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=[*fields, *extra])
-        writer.writeheader()
-        for r in results:
-            writer.writerow({**asdict(r), **extra})
+    extra = _csv_columns(metadata, fields, 'fields')
+    _write_rows(path, [*fields, *extra], ({**asdict(r), **extra} for r in results))
 
 
 def plot_accuracy_vs_gsd(
@@ -305,27 +371,17 @@ def report_scale_results(
     Returns:
         The CSV and plot paths, or None without a folder.
     """
-    print(format_table(results, title), flush=True)
-    if random_init:
-        warnings.warn(
-            f'the {stem} results are for a randomly initialised encoder '
-            '(weights=None), not for pretrained weights: pass '
-            '--model.init_args.weights (a checkpoint path or a weight enum) to '
-            'evaluate a pretrained encoder',
-            UserWarning,
-            stacklevel=3,
-        )
-    if folder is None:
-        return None
-    csv_path = os.path.join(os.fspath(folder), f'{stem}_results.csv')
-    plot_path = os.path.join(os.fspath(folder), f'{stem}_accuracy_vs_gsd.png')
-    write_csv(results, csv_path, metadata)
-    label = str(metadata.get('model', 'model'))
-    plot_accuracy_vs_gsd(
-        {label: results}, plot_path, title=plot_title or title, chance=chance
+    return _report(
+        format_table(results, title),
+        folder=folder,
+        stem=stem,
+        plot_suffix='accuracy_vs_gsd',
+        random_init=random_init,
+        write=lambda path: write_csv(results, path, metadata),
+        plot=lambda path: plot_accuracy_vs_gsd(
+            {_label(metadata): results}, path, title=plot_title or title, chance=chance
+        ),
     )
-    print(f'Results written to {csv_path} and {plot_path}', flush=True)
-    return csv_path, plot_path
 
 
 # ---------------------------------------------------------------------- segmentation
@@ -382,19 +438,15 @@ def format_segmentation_table(
     _check_results(results, SegmentationScaleResult)
     names = [name for name, _ in results[0].class_iou] if results else []
     width = max([7, *(len(n) for n in names)])
-    header = f'{"scale":>8} {"size":>10} {"GSD (m)":>9} {"res":>8} {"mIoU":>{width}}'
+    header = f'{_TABLE_HEADER} {"mIoU":>{width}}'
     header += ''.join(f' {n:>{width}}' for n in names) + f' {"n":>7}'
-    lines = [title] if title else []
-    lines += [header, '-' * len(header)]
+    rows = []
     for item in results:
         r = item.scale
-        row = (
-            f'{r.scale:>8g} {r.size:>10} {format_gsd(r.gsd):>9} {r.res:>8.4g} '
-            f'{100 * r.accuracy:>{width}.2f}'
-        )
+        row = f'{_table_row(r)} {100 * r.accuracy:>{width}.2f}'
         row += ''.join(f' {100 * iou:>{width}.2f}' for _, iou in item.class_iou)
-        lines.append(row + f' {r.num_queries:>7d}')
-    return '\n'.join(lines)
+        rows.append(row + f' {r.num_queries:>7d}')
+    return _table(title, header, rows)
 
 
 def write_segmentation_csv(
@@ -420,20 +472,14 @@ def write_segmentation_csv(
         ValueError: If a metadata name is also a result column.
     """
     _check_results(results, SegmentationScaleResult)
-    extra = _check_metadata(metadata)
-    clash = sorted(set(extra) & set(SEGMENTATION_CSV_FIELDS))
-    if clash:
-        raise ValueError(f'metadata names {clash} are result columns')
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=[*SEGMENTATION_CSV_FIELDS, *extra])
-        writer.writeheader()
-        for item in results:
-            r = item.scale
-            common = {'scale': r.scale, 'height': r.height, 'width': r.width}
-            common['gsd'] = r.gsd
-            for name, iou in (*item.class_iou, ('mean', r.accuracy)):
-                writer.writerow({**common, 'class': name, 'iou': iou, **extra})
+    extra = _csv_columns(metadata, SEGMENTATION_CSV_FIELDS, 'columns')
+    rows = []
+    for item in results:
+        r = item.scale
+        common = {'scale': r.scale, 'height': r.height, 'width': r.width, 'gsd': r.gsd}
+        for name, iou in (*item.class_iou, ('mean', r.accuracy)):
+            rows.append({**common, 'class': name, 'iou': iou, **extra})
+    _write_rows(path, [*SEGMENTATION_CSV_FIELDS, *extra], rows)
 
 
 def plot_miou_vs_gsd(
@@ -490,24 +536,16 @@ def report_segmentation_results(
     Returns:
         The CSV and plot paths, or None without a folder.
     """
-    print(format_segmentation_table(results, title), flush=True)
-    if random_init:
-        warnings.warn(
-            f'the {stem} results are for a randomly initialised encoder '
-            '(weights=None), not for pretrained weights: pass '
-            '--model.init_args.weights (a checkpoint path or a weight enum) to '
-            'evaluate a pretrained encoder',
-            UserWarning,
-            stacklevel=3,
-        )
-    if folder is None:
-        return None
-    csv_path = os.path.join(os.fspath(folder), f'{stem}_results.csv')
-    plot_path = os.path.join(os.fspath(folder), f'{stem}_miou_vs_gsd.png')
-    write_segmentation_csv(results, csv_path, metadata)
-    label = str(metadata.get('model', 'model'))
-    plot_miou_vs_gsd(
-        {label: [r.scale for r in results]}, plot_path, title=plot_title or title
+    return _report(
+        format_segmentation_table(results, title),
+        folder=folder,
+        stem=stem,
+        plot_suffix='miou_vs_gsd',
+        random_init=random_init,
+        write=lambda path: write_segmentation_csv(results, path, metadata),
+        plot=lambda path: plot_miou_vs_gsd(
+            {_label(metadata): [r.scale for r in results]},
+            path,
+            title=plot_title or title,
+        ),
     )
-    print(f'Results written to {csv_path} and {plot_path}', flush=True)
-    return csv_path, plot_path

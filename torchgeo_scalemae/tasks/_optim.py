@@ -1,9 +1,10 @@
 # Copyright (c) torchgeo-scalemae contributors. Licensed under the MIT License.
 
-"""Optimiser policy of the pretraining task: parameter groups, fused AdamW, LR schedule.
+"""Optimiser policy of the tasks: parameter groups, fused AdamW, LR schedules.
 
-Private module; the public surface is
-:class:`torchgeo_scalemae.tasks.ScaleMAEPretraining`.
+Private module; the public surface is the tasks of :mod:`torchgeo_scalemae.tasks`
+(the pretraining task's fused AdamW and warmup-cosine schedule, the fine-tuning
+tasks' layer-wise learning-rate decay and plateau schedule).
 """
 
 import math
@@ -11,8 +12,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from timm.optim import param_groups_layer_decay  # type: ignore[attr-defined]  # no __all__
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR, ReduceLROnPlateau
 
 #: Parameter-name suffixes treated as learned tokens (no weight decay by default).
 TOKEN_NAMES: tuple[str, ...] = (
@@ -83,6 +86,78 @@ def param_groups(
             {'params': no_decay, 'weight_decay': 0.0, 'group_name': 'no_decay'}
         )
     return groups
+
+
+def check_layer_decay(layer_decay: float | None) -> None:
+    """Raise unless ``layer_decay`` is None or in ``(0, 1]``.
+
+    Args:
+        layer_decay: Layer-wise learning-rate decay factor of a fine-tuning task.
+
+    Raises:
+        ValueError: If it is out of range (the message names it).
+    """
+    if layer_decay is not None and not 0 < layer_decay <= 1:
+        raise ValueError(f'layer_decay must be in (0, 1], got {layer_decay!r}')
+
+
+def layer_decay_groups(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    layer_decay: float,
+    top_scale: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Layer-wise lr-decay parameter groups (timm's), with absolute learning rates.
+
+    :func:`timm.optim.param_groups_layer_decay` gives block ``i`` of ``L`` the
+    scale ``layer_decay ** (L + 1 - i)`` (``model.no_weight_decay()`` and
+    parameters with fewer than two dimensions not decayed); every group here gets
+    ``lr * (scale * top_scale)``. ``top_scale`` below 1 moves the whole encoder one
+    step down, for models whose top layer (a decoder) is not part of *model*
+    (BEiT and MAE segmentation). Frozen parameters and empty groups are left out.
+
+    Args:
+        model: The encoder (a timm Vision Transformer).
+        lr: Learning rate at scale 1.
+        weight_decay: AdamW weight decay of the decayed groups.
+        layer_decay: Decay factor in ``(0, 1]``.
+        top_scale: Extra factor of every group's scale.
+
+    Returns:
+        AdamW parameter groups (``params``, ``lr``, ``weight_decay``...).
+    """
+    no_wd: set[str] = getattr(model, 'no_weight_decay', set)()
+    groups: list[dict[str, Any]] = param_groups_layer_decay(
+        model,
+        weight_decay=weight_decay,
+        no_weight_decay_list=no_wd,
+        layer_decay=layer_decay,
+    )
+    for group in groups:
+        group['params'] = [p for p in group['params'] if p.requires_grad]
+        group['lr'] = lr * (group.pop('lr_scale', 1.0) * top_scale)
+    return [g for g in groups if g['params']]
+
+
+def plateau_schedule(
+    optimizer: Optimizer, patience: int, monitor: str
+) -> dict[str, Any]:
+    """Lightning's optimiser configuration with a ReduceLROnPlateau schedule.
+
+    Args:
+        optimizer: The optimiser.
+        patience: Epochs without improvement of *monitor* before the lr drops.
+        monitor: The logged metric watched by the schedule.
+
+    Returns:
+        ``{'optimizer': ..., 'lr_scheduler': {'scheduler': ..., 'monitor': ...}}``.
+    """
+    scheduler = ReduceLROnPlateau(optimizer, patience=patience)
+    return {
+        'optimizer': optimizer,
+        'lr_scheduler': {'scheduler': scheduler, 'monitor': monitor},
+    }
 
 
 def fused_kernel_devices() -> tuple[str, ...]:

@@ -5,17 +5,14 @@
 .. versionadded:: 0.1
 """
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
 import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from timm.optim import param_groups_layer_decay  # type: ignore[attr-defined]  # no __all__
 from torch import Tensor, nn
 from torch.optim import AdamW
-from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchgeo.tasks import Classification
 from torchmetrics.classification import MulticlassAccuracy
 from torchvision.models._api import WeightsEnum
@@ -23,12 +20,7 @@ from torchvision.models._api import WeightsEnum
 from ..callbacks import RemoveEmptyLogDir
 from ..callbacks._defaults import not_configured
 from ..evaluation.backbone import Pool, build_encoder, load_encoder_weights
-from ..evaluation.report import (
-    ScaleResult,
-    metric_name,
-    report_scale_results,
-    weights_label,
-)
+from ..evaluation.report import ScaleResult, metric_name, report_scale_results
 from ..evaluation.scales import (
     Interpolation,
     MultiScaleEvaluation,
@@ -39,6 +31,8 @@ from ..evaluation.scales import (
 from ..gsd import GSD_KEY
 from ..models import ScaleMAEEncoder
 from ..transforms import GSDRandomResizedCrop
+from ._finetune import compute_scale_metrics, run_labels, scale_metrics
+from ._optim import check_layer_decay, layer_decay_groups, plateau_schedule
 
 __all__ = ('ScaleMAEClassification',)
 
@@ -174,8 +168,7 @@ class ScaleMAEClassification(Classification):
             interpolation=interpolation,
             antialias=antialias,
         )
-        if layer_decay is not None and not 0 < layer_decay <= 1:
-            raise ValueError(f'layer_decay must be in (0, 1], got {layer_decay!r}')
+        check_layer_decay(layer_decay)
         if pool not in ('token', 'mean'):
             raise ValueError(f"pool must be 'token' or 'mean', got {pool!r}")
         if train_size is not None and train_size < 1:
@@ -247,15 +240,12 @@ class ScaleMAEClassification(Classification):
             self.model.requires_grad_(False)
             head.requires_grad_(True)
 
-        mc = {}
-        if hp['eval_scales'] is not None:
-            for i, _ in enumerate(hp['eval_scales']):
-                mc[str(i)] = MulticlassAccuracy(
-                    num_classes=outputs,
-                    average='micro',
-                    ignore_index=hp['ignore_index'],
-                )
-        self.scale_metrics = nn.ModuleDict(mc)
+        self.scale_metrics = scale_metrics(
+            hp['eval_scales'],
+            lambda: MulticlassAccuracy(
+                num_classes=outputs, average='micro', ignore_index=hp['ignore_index']
+            ),
+        )
 
     def configure_optimizers(self) -> Any:
         """AdamW (betas 0.9, 0.95) with optional layer-wise lr decay + plateau schedule.
@@ -270,23 +260,11 @@ class ScaleMAEClassification(Classification):
                 params, lr=hp['lr'], betas=(0.9, 0.95), weight_decay=hp['weight_decay']
             )
         else:
-            no_wd: set[str] = getattr(self.model, 'no_weight_decay', set)()
-            groups = param_groups_layer_decay(
-                self.model,
-                weight_decay=hp['weight_decay'],
-                no_weight_decay_list=no_wd,
-                layer_decay=hp['layer_decay'],
+            groups = layer_decay_groups(
+                self.model, hp['lr'], hp['weight_decay'], hp['layer_decay']
             )
-            for group in groups:
-                group['params'] = [p for p in group['params'] if p.requires_grad]
-                group['lr'] = hp['lr'] * group.pop('lr_scale', 1.0)
-            groups = [g for g in groups if g['params']]
             optimizer = AdamW(groups, lr=hp['lr'], betas=(0.9, 0.95))
-        scheduler = ReduceLROnPlateau(optimizer, patience=hp['patience'])
-        return {
-            'optimizer': optimizer,
-            'lr_scheduler': {'scheduler': scheduler, 'monitor': self.monitor},
-        }
+        return plateau_schedule(optimizer, hp['patience'], self.monitor)
 
     def on_train_epoch_start(self) -> None:
         """Keep a frozen encoder in eval mode (only the head trains)."""
@@ -406,11 +384,10 @@ class ScaleMAEClassification(Classification):
         super().on_test_epoch_end()
         if self.hparams['eval_scales'] is None or not len(self._scale_stats):
             return
-        results = []
-        for index in range(len(self.multiscale.scales)):
-            metric = self._scale_metric(index)
-            results.append(self._scale_stats.result(index, float(metric.compute())))
-            metric.reset()
+        results = [
+            self._scale_stats.result(index, float(value))
+            for index, value in enumerate(compute_scale_metrics(self.scale_metrics))
+        ]
         for r in results:
             self.log(metric_name('test_acc', r), r.accuracy)
         self.scale_results = results
@@ -421,30 +398,17 @@ class ScaleMAEClassification(Classification):
     def _report(self, results: list[ScaleResult]) -> None:
         hp = self.hparams
         mode = 'linear probe' if hp['freeze_backbone'] else 'fine-tuned'
-        weights = weights_label(self.weights)
-        # a test restored from a checkpoint of this task evaluates that checkpoint
-        checkpoint = self._trainer.ckpt_path if self._trainer is not None else None
-        title = f'Multi-scale test ({mode}): {hp["model"]}, weights={weights}'
-        if checkpoint:
-            title += f', checkpoint={checkpoint}'
+        run = run_labels(self.trainer, self.weights, hp['model'], mode)
         classes = hp['num_classes']
         report_scale_results(
             results,
-            title,
-            folder=self.trainer.log_dir or self.trainer.default_root_dir,
+            f'Multi-scale test {run.title}',
+            folder=run.folder,
             stem='classification_test',
-            metadata={
-                'model': hp['model'],
-                'weights': weights,
-                'checkpoint': checkpoint or '',
-            },
+            metadata=run.metadata,
             chance=1.0 / classes if classes else None,
-            plot_title=(
-                f'Accuracy vs GSD ({mode}; weights: '
-                f'{os.path.basename(weights) or weights})'
-            ),
-            random_init=(self.weights is None or self.weights is False)
-            and not checkpoint,
+            plot_title=f'Accuracy vs GSD {run.plot_note}',
+            random_init=run.random_init,
         )
 
     def predict_step(

@@ -12,7 +12,6 @@ passes a GSD; :class:`ScaleMAESegmentation` builds
 """
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, cast
 
@@ -22,10 +21,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
-from timm.optim import param_groups_layer_decay  # type: ignore[attr-defined]  # no __all__
-from torch import Tensor, nn
+from torch import Tensor
 from torch.optim import AdamW
-from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchgeo.datamodules import BaseDataModule
 from torchgeo.datasets import RGBBandsMissingError, unbind_samples
 from torchgeo.tasks import SemanticSegmentation
@@ -39,11 +36,16 @@ from ..evaluation.report import (
     SegmentationScaleResult,
     metric_name,
     report_segmentation_results,
-    weights_label,
 )
 from ..evaluation.scales import Interpolation, MultiScaleEvaluation, ResMode, ScaleStats
 from ..models import ScaleMAEEncoder, ScaleMAEUPerNet
-from ._optim import param_groups
+from ._finetune import compute_scale_metrics, run_labels, scale_metrics
+from ._optim import (
+    check_layer_decay,
+    layer_decay_groups,
+    param_groups,
+    plateau_schedule,
+)
 
 __all__ = ('ScaleMAESegmentation',)
 
@@ -223,8 +225,7 @@ class ScaleMAESegmentation(SemanticSegmentation):
             interpolation=interpolation,
             antialias=antialias,
         )
-        if layer_decay is not None and not 0 < layer_decay <= 1:
-            raise ValueError(f'layer_decay must be in (0, 1], got {layer_decay!r}')
+        check_layer_decay(layer_decay)
         if test_scales is not None and task == 'multilabel':
             raise ValueError(
                 "test_scales needs task='multiclass' or 'binary', got "
@@ -307,14 +308,13 @@ class ScaleMAESegmentation(SemanticSegmentation):
         if hp['freeze_decoder']:
             self.model.neck.requires_grad_(False)
             self.model.decoder.requires_grad_(False)
-        mc: dict[str, MulticlassConfusionMatrix] = {}
-        if hp['test_scales'] is not None:
-            classes = 2 if hp['task'] == 'binary' else hp['num_classes']
-            for i, _ in enumerate(hp['test_scales']):
-                mc[str(i)] = MulticlassConfusionMatrix(
-                    num_classes=classes, ignore_index=hp['ignore_index']
-                )
-        self.scale_metrics = nn.ModuleDict(mc)
+        classes = 2 if hp['task'] == 'binary' else hp['num_classes']
+        self.scale_metrics = scale_metrics(
+            hp['test_scales'],
+            lambda: MulticlassConfusionMatrix(
+                num_classes=classes, ignore_index=hp['ignore_index']
+            ),
+        )
 
     def configure_optimizers(self) -> Any:
         """AdamW with optional layer-wise lr decay + plateau schedule.
@@ -327,20 +327,15 @@ class ScaleMAESegmentation(SemanticSegmentation):
         if hp['layer_decay'] is None:
             groups = param_groups(self.named_parameters(), hp['weight_decay'])
         else:
-            encoder = model.encoder
-            groups = param_groups_layer_decay(
-                encoder,
-                weight_decay=hp['weight_decay'],
-                no_weight_decay_list=encoder.no_weight_decay(),
-                layer_decay=hp['layer_decay'],
+            # timm puts the last block at scale 1 (the encoder has no head);
+            # one more factor puts the decoder there instead (BEiT / MAE)
+            groups = layer_decay_groups(
+                model.encoder,
+                hp['lr'],
+                hp['weight_decay'],
+                hp['layer_decay'],
+                top_scale=hp['layer_decay'],
             )
-            for group in groups:
-                group['params'] = [p for p in group['params'] if p.requires_grad]
-                # timm puts the last block at scale 1 (the encoder has no head);
-                # one more factor puts the decoder there instead (BEiT / MAE)
-                scale = group.pop('lr_scale', 1.0) * hp['layer_decay']
-                group['lr'] = hp['lr'] * scale
-            groups = [g for g in groups if g['params']]
             rest = [
                 (name, p)
                 for name, p in model.named_parameters()
@@ -348,11 +343,7 @@ class ScaleMAESegmentation(SemanticSegmentation):
             ]
             groups += param_groups(rest, hp['weight_decay'])
         optimizer = AdamW(groups, lr=hp['lr'], betas=(0.9, 0.999))
-        scheduler = ReduceLROnPlateau(optimizer, patience=hp['patience'])
-        return {
-            'optimizer': optimizer,
-            'lr_scheduler': {'scheduler': scheduler, 'monitor': self.monitor},
-        }
+        return plateau_schedule(optimizer, hp['patience'], self.monitor)
 
     def on_train_epoch_start(self) -> None:
         """Keep a frozen encoder in eval mode (no dropout or drop-path)."""
@@ -517,10 +508,8 @@ class ScaleMAESegmentation(SemanticSegmentation):
             return
         names = self._class_names()
         results = []
-        for index in range(len(self.multiscale.scales)):
-            metric = self._scale_metric(index)
-            ious = iou_from_confusion(metric.compute(), self.hparams['ignore_index'])
-            metric.reset()
+        for index, confusion in enumerate(compute_scale_metrics(self.scale_metrics)):
+            ious = iou_from_confusion(confusion, self.hparams['ignore_index'])
             scale = self._scale_stats.result(index, mean_iou(ious))
             results.append(
                 SegmentationScaleResult(scale, tuple(zip(names, ious, strict=True)))
@@ -537,27 +526,15 @@ class ScaleMAESegmentation(SemanticSegmentation):
     def _report(self, results: list[SegmentationScaleResult]) -> None:
         hp = self.hparams
         mode = 'frozen encoder' if hp['freeze_backbone'] else 'fine-tuned'
-        weights = weights_label(self.weights)
-        checkpoint = self._trainer.ckpt_path if self._trainer is not None else None
-        title = f'Multi-scale segmentation test ({mode}): {hp["backbone"]}, '
-        title += f'weights={weights}'
-        if checkpoint:
-            title += f', checkpoint={checkpoint}'
+        run = run_labels(self.trainer, self.weights, hp['backbone'], mode)
         report_segmentation_results(
             results,
-            title,
-            folder=self.trainer.log_dir or self.trainer.default_root_dir,
+            f'Multi-scale segmentation test {run.title}',
+            folder=run.folder,
             stem='segmentation_test',
-            metadata={
-                'model': hp['backbone'],
-                'weights': weights,
-                'checkpoint': checkpoint or '',
-            },
-            plot_title=(
-                f'mIoU vs GSD ({mode}; weights: {os.path.basename(weights) or weights})'
-            ),
-            random_init=(self.weights is None or self.weights is False)
-            and not checkpoint,
+            metadata=run.metadata,
+            plot_title=f'mIoU vs GSD {run.plot_note}',
+            random_init=run.random_init,
         )
 
     def predict_step(
