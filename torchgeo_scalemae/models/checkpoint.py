@@ -194,8 +194,9 @@ def model_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
 def resolve_weights(name: str) -> WeightsEnum:
     """Resolve a ``'Class.MEMBER'`` name to a weight enum member.
 
-    TorchGeo's :func:`~torchgeo.models.get_weight` is asked first, then this
-    package's enums (so names resolve before registration too).
+    This package's enums are looked up first (no TorchGeo import, and names resolve
+    before registration too), then TorchGeo's :func:`~torchgeo.models.get_weight`
+    for TorchGeo's own weights.
 
     Args:
         name: for example ``'ScaleMAEEncoderLarge16_Weights.FMOW_RGB'``.
@@ -212,21 +213,23 @@ def resolve_weights(name: str) -> WeightsEnum:
             f"weights name must be a 'Class.MEMBER' string, got "
             f'{type(name).__name__}: {name!r}'
         )
-    from torchgeo.models import get_weight
-
     from . import weights as weights_module
 
-    try:
-        member: WeightsEnum = get_weight(name)
-        return member
-    except (ValueError, KeyError, AttributeError):
-        pass
     cls_name, _, member_name = name.partition('.')
     enum_cls = getattr(weights_module, cls_name, None)
     if member_name and isinstance(enum_cls, type) and issubclass(enum_cls, WeightsEnum):
         found = getattr(enum_cls, member_name, None)
         if isinstance(found, WeightsEnum):
             return found
+    # Not one of this package's enums: TorchGeo's own weights, looked up (and
+    # TorchGeo imported) only then.
+    from torchgeo.models import get_weight
+
+    try:
+        member: WeightsEnum = get_weight(name)
+        return member
+    except (ValueError, KeyError, AttributeError):
+        pass
     raise ValueError(
         f'weights={name!r} is neither an existing file nor a known weight enum '
         "member ('EnumClass.MEMBER', e.g. 'ScaleMAEPretrainLarge16_Weights."

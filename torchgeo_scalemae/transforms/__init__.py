@@ -18,22 +18,13 @@ dict whose ``gsd`` (metres per pixel) matches the new pixel grid. They are
         GSDRandomResizedCrop(224),
     )
 
-The band-target functions :func:`low_band_target`, :func:`high_band_target` and
-:func:`recombine_bands` are re-exported from :mod:`torchgeo_scalemae.models.bands`.
+The band targets that :class:`ScaleMAEPair`'s ``target`` feeds are in
+:mod:`torchgeo_scalemae.models.bands`.
 
 .. versionadded:: 0.1
 """
 
-from ..models.bands import high_band_target, low_band_target, recombine_bands
 from .geometric import GSDCenterCrop, GSDRandomResizedCrop, GSDResize
 from .pair import ScaleMAEPair
 
-__all__ = (
-    'GSDCenterCrop',
-    'GSDRandomResizedCrop',
-    'GSDResize',
-    'ScaleMAEPair',
-    'high_band_target',
-    'low_band_target',
-    'recombine_bands',
-)
+__all__ = ('GSDCenterCrop', 'GSDRandomResizedCrop', 'GSDResize', 'ScaleMAEPair')
