@@ -134,6 +134,15 @@ def test_bad_arguments(kwargs: dict[str, Any], match: str) -> None:
         MultiScaleKNNMonitor(**kwargs)
 
 
+def test_bad_seed_and_flag() -> None:
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got '1'"):
+        MultiScaleKNNMonitor(seed='1')  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match='seed must be an int >= 0, got -1'):
+        MultiScaleKNNMonitor(seed=-1)
+    with pytest.raises(TypeError, match='evaluate_at_start must be True or False'):
+        MultiScaleKNNMonitor(evaluate_at_start='no')  # type: ignore[arg-type]
+
+
 def test_bad_root(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match='is not a folder'):
         MultiScaleKNNMonitor(str(tmp_path / 'missing'), gsd=1.0)

@@ -402,6 +402,12 @@ def test_val_rasters_checked_only_when_validating(tmp_path: Path) -> None:
         ({'std': float('nan')}, ValueError, 'std must be finite and positive, got nan'),
         ({'std': [1.0, 0.0]}, ValueError, r'std must be .*got \[1.0, 0.0\]'),
         ({'mean': float('inf')}, ValueError, 'mean must be finite, got inf'),
+        ({'mean': True}, TypeError, 'mean must be a number .*got True'),
+        (
+            {'std': [1.0, False]},
+            TypeError,
+            r'std must be a number .*got \[1.0, False\]',
+        ),
         ({'complete_tiles': 'no'}, TypeError, "complete_tiles must be True or.*'no'"),
         ({'resolution_mode': 'XYZ'}, ValueError, "resolution_mode .*'XYZ'"),
     ],

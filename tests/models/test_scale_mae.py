@@ -159,6 +159,36 @@ def test_bad_constructor() -> None:
         scalemae_pretrain_vit_tiny_patch16(img_size=0)
 
 
+@pytest.mark.parametrize(
+    ('kwargs', 'error', 'match'),
+    [
+        ({'fast_path': 'yes'}, TypeError, "fast_path must be True or False, got 'yes'"),
+        ({'progressive': 1}, TypeError, 'progressive must be True or False, got 1'),
+        ({'per_patch_loss': None}, TypeError, 'per_patch_loss'),
+        ({'use_l1_loss': 'no'}, TypeError, 'use_l1_loss must be True, False or None'),
+        ({'drop_path_rate': float('nan')}, ValueError, r'drop_path_rate .* got nan'),
+        ({'drop_path_rate': -0.1}, ValueError, 'drop_path_rate'),
+        ({'drop_path_rate': 1.0}, ValueError, 'drop_path_rate'),
+        ({'mlp_ratio': 0}, ValueError, 'mlp_ratio must be a positive finite number'),
+        ({'mlp_ratio': '4'}, ValueError, "mlp_ratio .* got '4'"),
+        ({'fcn_dim': 0}, ValueError, 'fcn_dim must be a positive int, got 0'),
+        ({'fcn_layers': 1.5}, ValueError, 'fcn_layers must be a positive int, got 1.5'),
+    ],
+)
+def test_bad_settings_are_named(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        scalemae_pretrain_vit_tiny_patch16(**kwargs)
+
+
+def test_loss_per_patch_must_be_a_bool() -> None:
+    from torchgeo_scalemae.models import BandpassLoss
+
+    with pytest.raises(TypeError, match="per_patch must be True or False, got 'x'"):
+        BandpassLoss(per_patch='x')  # type: ignore[arg-type]
+
+
 def test_create_by_name() -> None:
     names = list_scalemae_models()
     assert 'scalemae_pretrain_vit_tiny_patch16' in names and 'scalemae' in names

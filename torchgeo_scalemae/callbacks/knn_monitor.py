@@ -160,6 +160,12 @@ class MultiScaleKNNMonitor(Callback):
         self.std = None if std is None else torch.as_tensor(std, dtype=torch.float32)
         if self.std is not None and bool((self.std <= 0).any()):
             raise ValueError(f'std must be positive, got {std!r}')
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f'seed must be an int >= 0, got {seed!r}')
+        if not isinstance(evaluate_at_start, bool):
+            raise TypeError(
+                f'evaluate_at_start must be True or False, got {evaluate_at_start!r}'
+            )
         self.batch_size = batch_size
         self.seed = seed
         self.prefix = prefix

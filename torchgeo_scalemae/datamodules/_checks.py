@@ -56,6 +56,12 @@ def check_flag(value: object, name: str) -> bool:
 
 def check_norm(value: object, name: str, positive: bool) -> torch.Tensor:
     """Return a normalisation ``mean``/``std`` (one value or one per band)."""
+    values = value if isinstance(value, list | tuple) else [value]
+    if any(isinstance(v, bool) for v in values):
+        raise TypeError(
+            f'{name} must be a number or a list of numbers (one per band), got '
+            f'{value!r}'
+        )
     try:
         tensor = torch.as_tensor(value, dtype=torch.float32)
     except (TypeError, ValueError, RuntimeError):

@@ -146,6 +146,7 @@ class BandpassLoss(nn.Module):
 
         Raises:
             ValueError: for an unknown preset or a bad band_config or weight.
+            TypeError: if ``per_patch`` is not a bool.
         """
         super().__init__()
         if preset not in BAND_PRESETS:
@@ -169,6 +170,8 @@ class BandpassLoss(nn.Module):
         if not weight > 0:
             raise ValueError(f'l1_loss_weight must be positive, got {weight}')
         self.l1_loss_weight = float(weight)
+        if not isinstance(per_patch, bool):
+            raise TypeError(f'per_patch must be True or False, got {per_patch!r}')
         self.per_patch = per_patch
         self.normalize_targets = bool(
             cfg.get('normalize_targets', False)

@@ -6,6 +6,7 @@ The reference's ``MaskedAutoencoderViT`` (``mae/models_mae.py``); the builders b
 name are in :mod:`~.builders`.
 """
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,10 +165,48 @@ class ScaleMAE(nn.Module):
                 pass (exact; less memory for one extra per-pixel matrix product).
 
         Raises:
-            ValueError: for inconsistent settings.
+            ValueError: for inconsistent settings, a ``drop_path_rate`` outside
+                [0, 1), a non-positive ``mlp_ratio``, ``fcn_dim`` or ``fcn_layers``.
+            TypeError: for a flag that is not a bool.
         """
         super().__init__()
         check_mask_ratio(mask_ratio)
+        flags = {
+            'independent_fcn_head': independent_fcn_head,
+            'progressive': progressive,
+            'fast_path': fast_path,
+            'checkpoint_heads': checkpoint_heads,
+            'per_patch_loss': per_patch_loss,
+            'recompute_heads': recompute_heads,
+        }
+        for name, value in flags.items():
+            if not isinstance(value, bool):
+                raise TypeError(f'{name} must be True or False, got {value!r}')
+        for name, option in (
+            ('use_l1_loss', use_l1_loss),
+            ('normalize_targets', normalize_targets),
+        ):
+            if option is not None and not isinstance(option, bool):
+                raise TypeError(f'{name} must be True, False or None, got {option!r}')
+        if (
+            isinstance(drop_path_rate, bool)
+            or not isinstance(drop_path_rate, int | float)
+            or not 0 <= drop_path_rate < 1
+        ):
+            raise ValueError(
+                f'drop_path_rate must be in [0, 1), got {drop_path_rate!r}'
+            )
+        if (
+            isinstance(mlp_ratio, bool)
+            or not isinstance(mlp_ratio, int | float)
+            or not 0 < mlp_ratio < math.inf
+        ):
+            raise ValueError(
+                f'mlp_ratio must be a positive finite number, got {mlp_ratio!r}'
+            )
+        for name, size in (('fcn_dim', fcn_dim), ('fcn_layers', fcn_layers)):
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise ValueError(f'{name} must be a positive int, got {size!r}')
         self.encoder = ScaleMAEEncoder(
             res=res,
             img_size=img_size,

@@ -8,7 +8,7 @@
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -268,6 +268,11 @@ class ScaleMAEPretraining(BaseTask):
             nan_check_interval=nan_check_interval,
             fused_adamw=fused_adamw,
             collapse_patience=collapse_patience,
+            hflip=hflip,
+            decay_tokens=decay_tokens,
+            atomic_checkpoints=atomic_checkpoints,
+            compile=compile,
+            retain_cpu_memory=retain_cpu_memory,
         )
         self.weights = weights
         super().__init__()
@@ -646,37 +651,75 @@ def _validate_hparams(**kw: Any) -> None:
     def bad(name: str, rule: str) -> ValueError:
         return ValueError(f'{name} must be {rule}, got {kw[name]!r}')
 
+    def is_number(value: Any) -> bool:
+        return (
+            not isinstance(value, bool)
+            and isinstance(value, int | float)
+            and math.isfinite(value)
+        )
+
     for name in ('in_channels', 'input_size'):
         if isinstance(kw[name], bool) or not isinstance(kw[name], int) or kw[name] < 1:
             raise bad(name, 'a positive int')
-    if not 0.0 <= kw['mask_ratio'] < 1.0:
-        raise bad('mask_ratio', 'in [0, 1)')
+    if not is_number(kw['mask_ratio']) or not 0.0 <= kw['mask_ratio'] < 1.0:
+        raise bad('mask_ratio', 'a number in [0, 1)')
     if kw['loss'] not in ('reference', 'paper', 'normalized'):
         raise bad('loss', "'reference', 'paper' or 'normalized'")
     for name in ('default_gsd', 'lr', 'reference_gsd', 'base_lr'):
         value = kw[name]
-        if value is not None and (not math.isfinite(value) or value <= 0):
+        if value is not None and (not is_number(value) or value <= 0):
             raise bad(name, 'a finite positive number')
-    low, high = kw['crop_scale']
-    if not 0.0 < low <= high <= 1.0:
+    crop = kw['crop_scale']
+    if (
+        isinstance(crop, str)
+        or not isinstance(crop, Sequence)
+        or len(crop) != 2
+        or not all(is_number(v) for v in crop)
+        or not 0.0 < crop[0] <= crop[1] <= 1.0
+    ):
         raise bad('crop_scale', '(low, high) with 0 < low <= high <= 1')
-    if kw['batch_size'] is not None and kw['batch_size'] < 1:
+    batch_size = kw['batch_size']
+    if batch_size is not None and (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or batch_size < 1
+    ):
         raise bad('batch_size', 'a positive int or None')
-    if not math.isfinite(kw['weight_decay']) or kw['weight_decay'] < 0:
+    if not is_number(kw['weight_decay']) or kw['weight_decay'] < 0:
         raise bad('weight_decay', 'finite and >= 0')
-    if len(kw['betas']) != 2 or not all(0.0 <= b < 1.0 for b in kw['betas']):
+    betas = kw['betas']
+    if (
+        isinstance(betas, str)
+        or not isinstance(betas, Sequence)
+        or len(betas) != 2
+        or not all(is_number(b) and 0.0 <= b < 1.0 for b in betas)
+    ):
         raise bad('betas', 'two numbers in [0, 1)')
-    if kw['warmup_epochs'] < 0:
-        raise bad('warmup_epochs', '>= 0')
-    if kw['warmup_steps'] is not None and kw['warmup_steps'] < 0:
-        raise bad('warmup_steps', '>= 0 or None')
-    if kw['min_lr'] < 0:
-        raise bad('min_lr', '>= 0')
+    if not is_number(kw['warmup_epochs']) or kw['warmup_epochs'] < 0:
+        raise bad('warmup_epochs', 'a finite number >= 0')
+    warmup_steps = kw['warmup_steps']
+    if warmup_steps is not None and (
+        isinstance(warmup_steps, bool)
+        or not isinstance(warmup_steps, int)
+        or warmup_steps < 0
+    ):
+        raise bad('warmup_steps', 'an int >= 0 or None')
+    if not is_number(kw['min_lr']) or kw['min_lr'] < 0:
+        raise bad('min_lr', 'a finite number >= 0')
     if kw['lr'] is not None and kw['min_lr'] > kw['lr']:
         raise bad('min_lr', f'<= lr ({kw["lr"]!r})')
     for name in ('image_log_interval', 'nan_check_interval', 'collapse_patience'):
         value = kw[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise bad(name, 'an int >= 0 (0 disables)')
+    for name in (
+        'hflip',
+        'decay_tokens',
+        'atomic_checkpoints',
+        'compile',
+        'retain_cpu_memory',
+    ):
+        if not isinstance(kw[name], bool):
+            raise bad(name, 'True or False')
     if kw['fused_adamw'] is not None and not isinstance(kw['fused_adamw'], bool):
         raise bad('fused_adamw', 'True, False or None')
